@@ -1,0 +1,1 @@
+"""The algorithms of "Rethinking Mixture-of-Agents" over an OpenAI-compatible client."""
