@@ -1,0 +1,133 @@
+"""Proposals: k samples per proposer model, drawn concurrently.
+
+One call with `n=k` where the backend honours `n`; where it refuses `n` or returns fewer choices,
+the rest is topped up with concurrent calls, and the backend's limit is remembered so the next
+request goes straight to the right shape. Failed, empty and truncated samples are dropped (and
+reported), never aggregated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from .calls import Caller, Deadline, Reply
+from .errors import ParameterRefused, SelfMoAError
+from .prompts import strip_reasoning
+from .types import Batch, Failure, Message, Proposer, Sample
+
+log = logging.getLogger("selfmoa")
+
+
+def usable(reply: Reply, model: str, include_reasoning: bool) -> Batch:
+    """Sort a reply's choices into usable samples and dropped ones."""
+    batch = Batch()
+    share = reply.completion_tokens // max(1, len(reply.choices))
+    for choice in reply.choices:
+        if choice.finish_reason == "length":
+            batch.failures.append(Failure(model, "truncated (finish_reason=length)"))
+            continue
+        text = choice.content.strip() if include_reasoning else strip_reasoning(choice.content)
+        if include_reasoning and choice.reasoning:
+            text = f"<think>{choice.reasoning}</think>\n{text}"
+        if not strip_reasoning(text):
+            batch.failures.append(Failure(model, "empty response"))
+            continue
+        batch.samples.append(Sample(text=text, model=model, completion_tokens=share))
+    return batch
+
+
+def sample(
+    caller: Caller,
+    proposer: Proposer,
+    messages: Sequence[Message],
+    params: Mapping[str, Any],
+    deadline: Deadline,
+    include_reasoning: bool = False,
+) -> Batch:
+    """`proposer.samples` proposals from one model, in as few calls as the backend allows."""
+    endpoint, model, wanted = proposer.endpoint, proposer.model, proposer.samples
+
+    def call(n: int) -> Batch:
+        try:
+            reply = caller.chat(endpoint, model, messages, params, n=n, deadline=deadline)
+        except SelfMoAError as error:
+            return Batch(failures=[Failure(model, str(error).removeprefix(f"{model}: "))] * n)
+        return usable(reply, model, include_reasoning)
+
+    def fan_out(count: int, size: int) -> Batch:
+        sizes = [min(size, count - start) for start in range(0, count, size)]
+        results = gather([lambda s=s: call(s) for s in sizes], deadline)
+        return collect(results, [(model, s) for s in sizes])
+
+    limit = caller.memory.max_n(endpoint, model)
+    if wanted == 1 or limit is not None:
+        return fan_out(wanted, limit or 1)
+    try:
+        reply = caller.chat(endpoint, model, messages, params, n=wanted, deadline=deadline)
+    except ParameterRefused as refusal:
+        if refusal.param != "n":
+            return Batch(failures=[Failure(model, str(refusal))] * wanted)
+        log.info("selfmoa: %s refuses n=%d; falling back to single calls (remembered)", model, wanted)
+        caller.memory.limit_n(endpoint, model, 1)
+        return fan_out(wanted, 1)
+    except SelfMoAError as error:
+        return Batch(failures=[Failure(model, str(error).removeprefix(f"{model}: "))] * wanted)
+    got = len(reply.choices)
+    batch = usable(reply, model, include_reasoning)
+    if got < wanted:
+        log.info("selfmoa: %s returned %d of n=%d choices; topping up (remembered)", model, got, wanted)
+        caller.memory.limit_n(endpoint, model, max(got, 1))
+        batch.extend(fan_out(wanted - got, max(got, 1)))
+    return batch
+
+
+def propose(
+    caller: Caller,
+    proposers: Sequence[Proposer],
+    messages: Sequence[Message],
+    params: Mapping[str, Any],
+    deadline: Deadline,
+    *,
+    include_reasoning: bool = False,
+    enough: int | None = None,
+    grace: float | None = None,
+) -> Batch:
+    """Every proposer's samples, concurrently; see `gather` for `enough` and `grace`."""
+    tasks = [lambda p=p: sample(caller, p, messages, params, deadline, include_reasoning) for p in proposers]
+    results = gather(tasks, deadline, enough=enough, grace=grace)
+    return collect(results, [(p.model, p.samples) for p in proposers])
+
+
+def gather(
+    tasks: Sequence[Callable[[], Batch]],
+    deadline: Deadline,
+    *,
+    enough: int | None = None,
+    grace: float | None = None,
+) -> list[Batch | None]:
+    """Run tasks concurrently; None for those still running at the deadline, or `grace` seconds
+    after `enough` usable samples arrived. Abandoned calls end by themselves at the deadline."""
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    pool = ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="selfmoa")
+    futures: list[Future[Batch]] = [pool.submit(task) for task in tasks]
+    pending = set(futures)
+    cutoff = deadline
+    while pending and not cutoff.expired():
+        _, pending = wait(pending, timeout=cutoff.remaining(), return_when=FIRST_COMPLETED)
+        arrived = sum(len(f.result().samples) for f in futures if f.done())
+        if enough is not None and grace is not None and arrived >= enough and cutoff is deadline:
+            cutoff = Deadline(min(grace, deadline.remaining()))
+    pool.shutdown(wait=False, cancel_futures=True)
+    return [f.result() if f.done() else None for f in futures]
+
+
+def collect(results: Sequence[Batch | None], expected: Sequence[tuple[str, int]]) -> Batch:
+    """One batch from several; an abandoned task counts as that many failed samples of its model."""
+    batch = Batch()
+    for result, (model, count) in zip(results, expected):
+        batch.extend(result or Batch(failures=[Failure(model, "abandoned: no answer in time")] * count))
+    return batch

@@ -1,0 +1,338 @@
+"""Configuration: the per-request `moa` object, the server's YAML file, and how both resolve into
+the `Recipe` an approach runs.
+
+Precedence is request > preset > server defaults > built-in defaults. A request names models and
+presets, never endpoints or keys: those exist only in the server's file (with `${ENV}` references
+for secrets), so a client cannot point the proxy at an address of its choosing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+
+from selfmoa.approaches import DEFAULT_ENDPOINT, Proposer, Recipe, SelfMoAError, max_calls
+
+SLUGS = ("self_moa", "mixed_moa", "self_moa_seq", "mixed_moa_seq")
+FINAL_FIELDS = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_format")
+BUILT_IN: dict[str, Any] = {
+    "samples": 6,
+    "temperature": 0.7,
+    "layers": 1,
+    "window": 6,
+    "synthesis_slots": 3,
+    "mode": "synthesize",
+    "min_samples": 1,
+    "timeout": 120.0,
+    "include_reasoning": False,
+}
+
+
+class ConfigError(SelfMoAError):
+    """Refused configuration: names the field and what is allowed. Answered with HTTP 400."""
+
+    status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ProposerEntry(BaseModel):
+    model_config = _STRICT
+    model: str = Field(min_length=1)
+    samples: int | None = Field(default=None, ge=1)
+
+
+class RoutedProposer(ProposerEntry):
+    """A proposer as the server may write it: possibly on a named endpoint."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+
+
+class RoutedModel(BaseModel):
+    model_config = _STRICT
+    model: str = Field(min_length=1)
+    endpoint: str = DEFAULT_ENDPOINT
+
+
+class Options(BaseModel):
+    """The `moa` keys a request may send; every key is optional and falls through when unset."""
+
+    model_config = _STRICT
+    samples: int | None = Field(default=None, ge=1)
+    proposers: list[str | ProposerEntry] | None = Field(default=None, min_length=1)
+    aggregator: str | None = Field(default=None, min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    layers: int | None = Field(default=None, ge=1)
+    window: int | None = Field(default=None, ge=2)
+    synthesis_slots: int | None = Field(default=None, ge=1)
+    mode: Literal["synthesize", "select"] | None = None
+    min_samples: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    grace: float | None = Field(default=None, ge=0)
+    include_reasoning: bool | None = None
+    preset: str | None = Field(default=None, min_length=1)
+
+
+class ServerOptions(Options):
+    """Defaults and presets in the server file: like `Options`, plus endpoint routing."""
+
+    proposers: list[str | RoutedProposer] | None = Field(default=None, min_length=1)  # type: ignore[assignment]
+    aggregator: str | RoutedModel | None = None  # type: ignore[assignment]
+    preset: None = None
+
+
+class Caps(BaseModel):
+    """Hard limits that protect the deployment from cost amplification by a single request."""
+
+    model_config = _STRICT
+    samples: int = Field(default=64, ge=1)
+    layers: int = Field(default=4, ge=1)
+    calls: int = Field(default=256, ge=1)
+    timeout: float = Field(default=600.0, gt=0)
+    message_chars: int = Field(default=1_000_000, ge=1)
+
+
+class Endpoint(BaseModel):
+    model_config = _STRICT
+    base_url: str = Field(pattern=r"^https?://")
+    api_key: SecretStr = SecretStr("none")
+
+
+class ModelInfo(BaseModel):
+    model_config = _STRICT
+    context_window: int = Field(ge=1)
+
+
+class ServerConfig(BaseModel):
+    model_config = _STRICT
+    defaults: ServerOptions = ServerOptions()
+    presets: dict[str, ServerOptions] = {}
+    caps: Caps = Caps()
+    endpoints: dict[str, Endpoint] = {}
+    models: dict[str, ModelInfo] = {}
+
+
+def load_server_config(path: str | Path | None) -> ServerConfig:
+    """The server file at `path` (None: built-in defaults only), with `${ENV}` references filled in."""
+    if path is None:
+        return ServerConfig()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("SELFMOA_CONFIG", f"cannot read {path}: {error.strerror}") from None
+    raw = yaml.safe_load(_interpolate(text)) or {}
+    config = parse(ServerConfig, raw, prefix=str(path))
+    _check_routes(config, str(path))
+    return config
+
+
+def _interpolate(text: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"${{{name}}}", "environment variable referenced by the server config is not set")
+        return os.environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value, text)
+
+
+def _check_routes(config: ServerConfig, prefix: str) -> None:
+    known = {DEFAULT_ENDPOINT, *config.endpoints}
+    for name, options in [("defaults", config.defaults), *((f"presets.{k}", v) for k, v in config.presets.items())]:
+        routed = [p for p in options.proposers or [] if isinstance(p, RoutedProposer)]
+        if isinstance(options.aggregator, RoutedModel):
+            routed.append(options.aggregator)  # type: ignore[arg-type]
+        for item in routed:
+            if item.endpoint not in known:
+                raise ConfigError(f"{prefix}: {name}", f"unknown endpoint {item.endpoint!r}; defined: {sorted(known)}")
+
+
+def parse(model: type[BaseModel], raw: Any, *, prefix: str) -> Any:
+    """Validate `raw` as `model`; the first problem becomes a `ConfigError` naming its field."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        problem = _most_specific(error)
+        field = _path(prefix, problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(model, problem["loc"][:-1]))
+            raise ConfigError(field, f"unknown key (allowed: {allowed})") from None
+        raise ConfigError(field, problem["msg"]) from None
+
+
+def _most_specific(error: ValidationError) -> Any:
+    """Of a union's alternative complaints, the one that went deepest says what is really wrong."""
+    return max(error.errors(), key=lambda e: (len(e["loc"]), e["type"] == "extra_forbidden"))
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """The keys allowed at `loc` inside `model` (walking list items, dict values and optionals)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, str) and _is_model(current) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        current = _inner_model(current) or current
+    inner = current if _is_model(current) else _inner_model(current)
+    return list(inner.model_fields) if inner else []
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _inner_model(tp: Any) -> type[BaseModel] | None:
+    for arg in get_args(tp):
+        found = arg if _is_model(arg) else _inner_model(arg)
+        if found:
+            return found
+    return None
+
+
+_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
+def _path(prefix: str, loc: Sequence[Any]) -> str:
+    # pydantic puts union member tags ("str", "ProposerEntry", "list[...]") into the location
+    parts = [p for p in loc if isinstance(p, int) or not (p[:1].isupper() or p in _TAGS or "[" in p)]
+    text = prefix
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def resolve(
+    approach: str,
+    model: str,
+    request_config: Mapping[str, Any] | None,
+    messages: Sequence[Mapping[str, Any]],
+    server: ServerConfig,
+) -> Recipe:
+    """The recipe for one request, or a `ConfigError` naming the first field that is wrong."""
+    request_config = request_config or {}
+    raw = request_config.get("moa", {})
+    if not isinstance(raw, dict):
+        raise ConfigError("moa", f"must be an object, not {type(raw).__name__}")
+    request: Options = parse(Options, raw, prefix="moa")
+    if request.proposers is not None and approach.startswith("self_moa"):
+        raise ConfigError("moa.proposers", f"{approach} samples the request's own model; use mixed_moa for a list")
+    settings = {**BUILT_IN, **_set(server.defaults), **_set(_preset(server, request.preset)), **_set(request)}
+    check_messages(messages, server.caps)
+    return _recipe(approach, model, settings, request_config, server)
+
+
+def _preset(server: ServerConfig, name: str | None) -> Options:
+    if name is None:
+        return Options()
+    if name not in server.presets:
+        available = ", ".join(sorted(server.presets)) or "none defined"
+        raise ConfigError("moa.preset", f"unknown preset {name!r} (available: {available})")
+    return server.presets[name]
+
+
+def _set(options: Options) -> dict[str, Any]:
+    return {k: getattr(options, k) for k in options.model_fields_set if k != "preset"}
+
+
+def _recipe(
+    approach: str, model: str, s: dict[str, Any], request_config: Mapping[str, Any], server: ServerConfig
+) -> Recipe:
+    if s["synthesis_slots"] >= s["window"]:
+        raise ConfigError("moa.synthesis_slots", f"must be less than window ({s['window']})")
+    aggregator = s.get("aggregator") or model
+    routed = aggregator if isinstance(aggregator, RoutedModel) else RoutedModel(model=aggregator)
+    request_max = request_config.get("max_tokens")
+    final = {k: request_config[k] for k in FINAL_FIELDS if request_config.get(k) is not None}
+    info = server.models.get(routed.model)
+    recipe = Recipe(
+        proposers=_proposers(approach, model, s),
+        aggregator=routed.model,
+        aggregator_endpoint=routed.endpoint,
+        temperature=s["temperature"],
+        max_tokens=s.get("max_tokens") or request_max,
+        layers=s["layers"],
+        sequential=approach.endswith("_seq"),
+        window=s["window"],
+        synthesis_slots=s["synthesis_slots"],
+        mode=s["mode"],
+        min_samples=s["min_samples"],
+        include_reasoning=s["include_reasoning"],
+        context_budget=info.context_window - (request_max or 0) if info else None,
+        timeout=s["timeout"],
+        grace=s.get("grace"),
+        final_params=final,
+    )
+    _check_caps(recipe, server.caps)
+    return recipe
+
+
+def _proposers(approach: str, model: str, s: dict[str, Any]) -> tuple[Proposer, ...]:
+    if approach.startswith("self_moa"):
+        return (Proposer(model=model, samples=s["samples"]),)
+    entries = s.get("proposers")
+    if not entries:
+        raise ConfigError("moa.proposers", f"required for {approach}: a list of model names or {{model, samples}}")
+    bare = [e for e in entries if isinstance(e, str) or e.samples is None]
+    share, extra = divmod(s["samples"], len(bare)) if bare else (0, 0)
+    proposers = []
+    for entry in entries:
+        item = RoutedProposer(model=entry) if isinstance(entry, str) else entry
+        if item.samples is None:
+            count, extra = share + (1 if extra > 0 else 0), extra - 1
+        else:
+            count = item.samples
+        if count > 0:
+            endpoint = getattr(item, "endpoint", DEFAULT_ENDPOINT)
+            proposers.append(Proposer(model=item.model, samples=count, endpoint=endpoint))
+    return tuple(proposers)
+
+
+def _check_caps(recipe: Recipe, caps: Caps) -> None:
+    if recipe.total_samples > caps.samples:
+        raise ConfigError("moa.samples", f"{recipe.total_samples} proposals exceed the server's cap of {caps.samples}")
+    if recipe.layers > caps.layers:
+        raise ConfigError("moa.layers", f"{recipe.layers} exceeds the server's cap of {caps.layers}")
+    if recipe.timeout > caps.timeout:
+        raise ConfigError("moa.timeout", f"{recipe.timeout:g} s exceeds the server's cap of {caps.timeout:g} s")
+    if recipe.min_samples > recipe.total_samples:
+        raise ConfigError("moa.min_samples", f"must be at most the number of proposals ({recipe.total_samples})")
+    if max_calls(recipe) > caps.calls:
+        raise ConfigError(
+            "moa.samples", f"up to {max_calls(recipe)} backend calls exceed the server's cap of {caps.calls}"
+        )
+
+
+class ChatMessage(BaseModel):
+    """Enough of a chat message to refuse garbage early; other fields (tool_calls, name) pass."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+_MESSAGES = TypeAdapter(list[ChatMessage])
+
+
+def check_messages(messages: Any, caps: Caps) -> None:
+    """Refuse an empty, malformed or oversize conversation, naming the offending field."""
+    if not isinstance(messages, list) or not messages:
+        raise ConfigError("messages", "must be a non-empty list of {role, content} objects")
+    try:
+        _MESSAGES.validate_python(messages)
+    except ValidationError as error:
+        problem = _most_specific(error)
+        raise ConfigError(_path("messages", problem["loc"]), problem["msg"]) from None
+    size = sum(len(str(m.get("content") or "")) for m in messages)
+    if size > caps.message_chars:
+        raise ConfigError("messages", f"{size} characters exceed the server's cap of {caps.message_chars}")
