@@ -114,7 +114,8 @@ def _require(recipe: Recipe, batch: Batch) -> None:
 
 
 def _with_window(recipe: Recipe, window: int) -> Recipe:
-    return replace(recipe, window=window, synthesis_slots=min(recipe.synthesis_slots, window - 1))
+    # keep the paper's balance (half the window carries the synthesis) when the window shrinks
+    return replace(recipe, window=window, synthesis_slots=min(recipe.synthesis_slots, max(1, window // 2)))
 
 
 def _outcome(caller: Caller, text: str, rounds: int, seq: bool, seen: Batch) -> Outcome:

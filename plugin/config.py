@@ -228,6 +228,8 @@ def resolve(
     if request.proposers is not None and approach.startswith("self_moa"):
         raise ConfigError("moa.proposers", f"{approach} samples the request's own model; use mixed_moa for a list")
     settings = {**BUILT_IN, **_set(server.defaults), **_set(_preset(server, request.preset)), **_set(request)}
+    if "timeout" not in request.model_fields_set:  # the server's cap bounds its own default too
+        settings["timeout"] = min(settings["timeout"], server.caps.timeout)
     check_messages(messages, server.caps)
     return _recipe(approach, model, settings, request_config, server)
 

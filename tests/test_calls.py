@@ -1,0 +1,85 @@
+"""Calls: deadline-bounded retries that honour Retry-After, and remembered parameter adaptation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from selfmoa.approaches import BackendError, BackendMemory, Caller, Deadline, RetryPolicy
+from selfmoa.approaches.calls import adapt
+from tests.fakes import Call, FakeClient, status_error
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def caller_for(client: FakeClient, timeout: float = 10.0, memory: BackendMemory | None = None) -> Caller:
+    return Caller({"default": client}, memory or BackendMemory(), Deadline(timeout), RetryPolicy(base=0.01))
+
+
+def failing_first(errors: list[Exception]) -> FakeClient:
+    pending = list(errors)
+
+    def script(call: Call) -> list[str]:
+        if pending:
+            raise pending.pop(0)
+        return ["ok"]
+
+    return FakeClient(script)
+
+
+def test_transient_failures_are_retried() -> None:
+    client = failing_first([status_error(500, "boom"), status_error(503, "busy"), status_error(429, "slow down")])
+    reply = caller_for(client).chat("default", "m", USER, {})
+    assert reply.choices[0].content == "ok" and len(client.calls) == 4
+
+
+def test_retry_after_is_honoured() -> None:
+    client = failing_first([status_error(429, "slow down", headers={"Retry-After": "0.5"})])
+    started = time.monotonic()
+    caller_for(client).chat("default", "m", USER, {})
+    assert time.monotonic() - started >= 0.5
+
+
+def test_retries_stop_at_the_deadline_with_the_backend_message() -> None:
+    client = FakeClient(lambda call: (_ for _ in ()).throw(status_error(500, "upstream exploded")))
+    with pytest.raises(BackendError, match="m: HTTP 500: upstream exploded"):
+        caller_for(client, timeout=0.5).chat("default", "m", USER, {})
+    assert len(client.calls) >= 2
+
+
+def test_client_errors_are_not_retried() -> None:
+    client = FakeClient(lambda call: (_ for _ in ()).throw(status_error(404, "no such model")))
+    with pytest.raises(BackendError, match="HTTP 404: no such model"):
+        caller_for(client).chat("default", "m", USER, {})
+    assert len(client.calls) == 1
+
+
+@pytest.mark.parametrize("param,message,expected", [
+    ("max_tokens", "Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead.",
+     {"max_completion_tokens": 50, "temperature": 0.7}),
+    ("temperature", "Unsupported value: 'temperature' does not support 0.7", {"max_tokens": 50}),
+])
+def test_refused_parameters_are_adapted_once_and_remembered(param: str, message: str, expected: dict) -> None:
+    def picky(call: Call) -> list[str]:
+        if param in call.params:
+            raise status_error(400, message)
+        return ["ok"]
+
+    client, memory = FakeClient(picky), BackendMemory()
+    caller_for(client, memory=memory).chat("default", "m", USER, {"max_tokens": 50, "temperature": 0.7})
+    assert len(client.calls) == 2 and client.calls[1].params == expected
+    client.calls.clear()
+    caller_for(client, memory=memory).chat("default", "m", USER, {"max_tokens": 50, "temperature": 0.7})
+    assert len(client.calls) == 1 and client.calls[0].params == expected
+
+
+def test_adapt_renames_max_tokens() -> None:
+    assert adapt({"max_tokens": 9, "top_p": 1}, frozenset({"max_tokens", "top_p"})) == {"max_completion_tokens": 9}
+
+
+def test_calls_and_tokens_are_counted() -> None:
+    caller = caller_for(FakeClient())
+    caller.chat("default", "m", USER, {}, n=3)
+    caller.chat("default", "m", USER, {})
+    assert caller.calls == 2 and caller.completion_tokens == 40
