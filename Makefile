@@ -8,12 +8,14 @@ STAMP := $(VENV)/.selfmoa-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/optillm.txt
+$(STAMP): pyproject.toml requirements/optillm.txt requirements/llamacpp.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# optillm without its dependency list (which would pull torch & co); its proxy-only set comes from pyproject
 	$(PY) -m pip install --quiet --no-deps -r requirements/optillm.txt
 	$(PY) -m pip install --quiet -e '.[test]'
+	# a real third-party OpenAI-compatible server (llama.cpp) for the tests
+	$(PY) -m pip install --quiet -r requirements/llamacpp.txt
 	touch $(STAMP)
 
 # The full optillm install (local inference, torch...): several GB, opt-in.

@@ -22,7 +22,7 @@ from .types import Message
 
 log = logging.getLogger("selfmoa")
 
-ADAPTABLE = ("max_tokens", "temperature", "top_p", "n", "seed", "stop")
+ADAPTABLE = ("max_tokens", "temperature", "top_p", "n", "seed", "stop")  # n: see sampling.sample
 _CONTEXT_HINTS = ("context_length", "context length", "context size", "context window", "maximum context")
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -135,18 +135,15 @@ class Caller:
         attempt = 0
         while True:
             refused = self.memory.refused(endpoint, model)
-            if n > 1 and "n" in refused:
-                raise ParameterRefused(model, "n is not supported", param="n")
             body = adapt(params, refused) | ({"n": n} if n > 1 else {})
             try:
                 return self._send(endpoint, model, messages, body, deadline)
             except ParameterRefused as refusal:
-                if refusal.param in adapted or refusal.param not in ADAPTABLE:
+                # `n` is the sampler's to adapt (it knows how many samples it still needs)
+                if refusal.param == "n" or refusal.param in adapted or refusal.param not in ADAPTABLE:
                     raise
                 log.info("selfmoa: %s refuses %r; adapting and remembering", model, refusal.param)
                 self.memory.refuse(endpoint, model, refusal.param)
-                if refusal.param == "n":
-                    raise
                 adapted.add(refusal.param)
             except _Transient as transient:
                 attempt += 1

@@ -12,6 +12,7 @@ Messages name the model and what the backend said; they never carry keys or trac
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from .types import Failure
@@ -36,8 +37,12 @@ class ContextTooLong(BackendError):
 
 
 class ParameterRefused(BackendError):
+    """`limit` is the largest value the backend said it accepts, when it said (llama.cpp: `n` <= slots)."""
+
     def __init__(self, model: str, message: str, *, param: str, status: int | None = 400) -> None:
         self.param = param
+        found = re.search(r"(?:<=|at most|maximum(?: value)? (?:is|of))\s*(\d+)", message)
+        self.limit = int(found.group(1)) if found else None
         super().__init__(model, message, status=status)
 
 

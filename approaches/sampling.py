@@ -70,9 +70,10 @@ def sample(
     except ParameterRefused as refusal:
         if refusal.param != "n":
             return Batch(failures=[Failure(model, str(refusal))] * wanted)
-        log.info("selfmoa: %s refuses n=%d; falling back to single calls (remembered)", model, wanted)
-        caller.memory.limit_n(endpoint, model, 1)
-        return fan_out(wanted, 1)
+        limit = max(1, min(refusal.limit or 1, wanted - 1))
+        log.info("selfmoa: %s refuses n=%d; falling back to n<=%d calls (remembered)", model, wanted, limit)
+        caller.memory.limit_n(endpoint, model, limit)
+        return fan_out(wanted, limit)
     except SelfMoAError as error:
         return Batch(failures=[Failure(model, str(error).removeprefix(f"{model}: "))] * wanted)
     got = len(reply.choices)

@@ -99,3 +99,15 @@ def test_multi_turn_conversation_and_system_prompt_reach_every_call(fake: FakeCl
     assert proposal.messages == conversation
     assert aggregation.messages[0]["content"].startswith("You are terse.")
     assert aggregation.messages[1:] == conversation[1:]
+
+
+def test_a_refusal_that_states_the_largest_n_is_used_for_the_batches() -> None:
+    def four_slots(call: Call) -> list[str]:  # llama.cpp's answer when n exceeds its slots
+        if call.n > 4:
+            raise status_error(400, "Field 'n': Value must be between 1 <= value <= 4, but got 6")
+        return default_script(call)
+
+    client = FakeClient(four_slots)
+    batch = sample(make_caller(client), Proposer("m", 6), USER, {}, Deadline(5))
+    assert len(batch.samples) == 6
+    assert sorted(c.n for c in client.calls) == [2, 4, 6]
