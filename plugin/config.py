@@ -225,8 +225,6 @@ def resolve(
     if not isinstance(raw, dict):
         raise ConfigError("moa", f"must be an object, not {type(raw).__name__}")
     request: Options = parse(Options, raw, prefix="moa")
-    if request.proposers is not None and approach.startswith("self_moa"):
-        raise ConfigError("moa.proposers", f"{approach} samples the request's own model; use mixed_moa for a list")
     settings = {**BUILT_IN, **_set(server.defaults), **_set(_preset(server, request.preset)), **_set(request)}
     if "timeout" not in request.model_fields_set:  # the server's cap bounds its own default too
         settings["timeout"] = min(settings["timeout"], server.caps.timeout)
@@ -280,7 +278,7 @@ def _recipe(
 
 
 def _proposers(approach: str, model: str, s: dict[str, Any]) -> tuple[Proposer, ...]:
-    if approach.startswith("self_moa"):
+    if approach.startswith("self_moa"):  # `proposers` is Mixed's: one `moa` object can serve `self_moa|mixed_moa`
         return (Proposer(model=model, samples=s["samples"]),)
     entries = s.get("proposers")
     if not entries:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import openai
 import pytest
 
+from selfmoa.sim import BackgroundSim
 from selfmoa.approaches import BackendMemory, Caller, Deadline, Proposer, Recipe
 from tests.fakes import FakeClient
+from tests.live import Proxy, SimLog
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +33,65 @@ def make_recipe(samples: int = 6, model: str = "m", **fields: object) -> Recipe:
     fields.setdefault("proposers", (Proposer(model=model, samples=samples),))
     fields.setdefault("aggregator", model)
     return Recipe(**fields)  # type: ignore[arg-type]
+
+
+# --- live processes: the simulator and a real `selfmoa serve` over HTTP ---------------------------
+
+SERVER_CONFIG = """
+defaults:
+  timeout: 30
+presets:
+  duo:
+    proposers: [{model: sim-strong, samples: 3}, {model: sim-medium, samples: 3}]
+    aggregator: sim-strong
+  routed:
+    proposers: [{model: sim-strong, samples: 2, endpoint: second}]
+    aggregator: {model: sim-strong, endpoint: second}
+caps:
+  samples: 40
+  layers: 3
+  calls: 120
+  timeout: 60
+endpoints:
+  second:
+    base_url: ${SECOND_BASE_URL}
+    api_key: ${SECOND_KEY}
+models:
+  sim-small-context: {context_window: 600}
+"""
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[BackgroundSim]:
+    with BackgroundSim() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def second_sim() -> Iterator[BackgroundSim]:
+    """Another backend, reachable only through the server config's `second` endpoint."""
+    with BackgroundSim(seed=7) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def proxy(sim: BackgroundSim, second_sim: BackgroundSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    folder = tmp_path_factory.mktemp("proxy")
+    config = folder / "selfmoa.yaml"
+    config.write_text(SERVER_CONFIG)
+    env = {"SECOND_BASE_URL": second_sim.base_url, "SECOND_KEY": "sk-second-endpoint-secret-42"}
+    running = Proxy.selfmoa(sim.base_url, log_path=folder / "proxy.log", config=config, env=env)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def simlog(sim: BackgroundSim) -> SimLog:
+    log = SimLog(sim.root_url)
+    log.clear()
+    return log
+
+
+@pytest.fixture
+def client(proxy: Proxy) -> openai.OpenAI:
+    return proxy.client()

@@ -83,9 +83,10 @@ def test_a_request_can_never_name_an_endpoint_or_key() -> None:
     assert refused({"api_key": "sk-x"}).field == "moa.api_key"
 
 
-def test_mixed_needs_proposers_and_self_refuses_them() -> None:
+def test_mixed_needs_proposers_and_self_samples_its_own_model() -> None:
     assert "required for mixed_moa" in str(refused({}, approach="mixed_moa"))
-    assert refused({"proposers": ["a"]}, approach="self_moa").field == "moa.proposers"
+    recipe = resolve("self_moa", "strong", {"moa": {"proposers": ["a"], "samples": 2}}, USER, ServerConfig())
+    assert [(p.model, p.samples) for p in recipe.proposers] == [("strong", 2)]
 
 
 def test_bare_mixed_proposers_share_the_samples_like_the_papers_mmmddd() -> None:
