@@ -57,7 +57,7 @@ endpoints:
     base_url: ${SECOND_BASE_URL}
     api_key: ${SECOND_KEY}
 models:
-  sim-small-context: {context_window: 600}
+  sim-small-context: {context_window: 330}  # less than the simulator gives it: the budget is ours
 """
 
 

@@ -94,7 +94,7 @@ def _record(state: SimState) -> dict[str, Any]:
     record: dict[str, Any] = {
         "seq": state.seq, "model": None, "n": None, "choices": 0, "status": None, "stream": False,
         "params": {}, "prompt_tokens": None, "kind": None, "candidates": 0, "messages": None,
-        "fault": None, "started": time.monotonic(), "ended": None,
+        "fault": None, "started": time.monotonic(), "ended": None, "outputs": [], "completion_tokens": 0,
     }
     state.calls.append(record)
     return record
@@ -178,6 +178,8 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
         choices.append(_make_choice(messages, reading, model, req, rng,
                                     _content_fault(state, name, model, record["seq"], index)))
     record["choices"] = len(choices)
+    record["outputs"] = [c.content for c in choices]
+    record["completion_tokens"] = sum(c.tokens for c in choices)
     call_id = f"chatcmpl-sim-{record['seq']}"
     scale = state.profile.time_scale
     if req.stream:
