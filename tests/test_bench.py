@@ -1,0 +1,36 @@
+"""`benchmarks/run.py` runs end to end (tiny and fast) and prints its table; no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from selfmoa.demo import APPROACHES
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+def test_bench_prints_a_ratio_table_with_a_row_per_approach_and_mode(tmp_path: Path) -> None:
+    out_json = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--requests", "2", "--concurrency", "2", "--time-scale", "0.1",
+                           "--json", str(out_json)], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| approach "))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    ratio = next(i for i, name in enumerate(columns) if "ratio" in name)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines
+            if line.startswith("| ") and line != header]
+    for mode in ("sequential", "concurrency 2"):
+        mine = {row[0]: row for row in rows if row[1] == mode}
+        assert sorted(mine) == sorted(a.name for a in APPROACHES), mode
+        assert mine["single"][ratio] == "1.00x"
+        assert all(row[ratio].endswith("x") for row in mine.values())
+    assert "SIMULATOR" in done.stdout
+
+    report = json.loads(out_json.read_text())
+    assert report["simulator"] is True
+    assert len(report["rows"]) == 2 * len(APPROACHES)
