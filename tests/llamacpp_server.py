@@ -17,7 +17,9 @@ attention and MLP blocks write nothing into the residual stream, so the model is
 table that can only pick printable ASCII pieces and newline, never an end-of-generation token,
 a control token or a raw byte. Every generation therefore runs until ``max_tokens``
 (``finish_reason == "length"``), a ``stop`` string or the end of the context, and the text is
-always printable ASCII.
+always printable ASCII. ``write_tiny_gguf(..., stop_probability=p)`` writes a variant that also
+ends its answers by itself (``</s>``, ``finish_reason == "stop"``) with probability about *p*
+after each token, for tests that need complete answers.
 
 Requirements: ``requirements/llamacpp.txt`` (xllamacpp, gguf, numpy).
 
@@ -37,11 +39,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
-__all__ = ["LlamaServer", "llamacpp_server", "write_tiny_gguf", "DEFAULT_ALIAS"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["DEFAULT_ALIAS", "LlamaServer", "llamacpp_server", "write_tiny_gguf"]
 
 DEFAULT_ALIAS = "tiny-llama"
 
@@ -84,7 +90,8 @@ def _vocab() -> tuple[list[str], list[float], list[int], set[int]]:
 
 
 def write_tiny_gguf(path: Path, *, n_ctx_train: int = 256, alias: str = DEFAULT_ALIAS,
-                    seed: int = 0) -> str:
+                    seed: int = 0, stop_probability: float = 0.0,
+                    stop_temperature: float = 0.7) -> str:
     """Write a minimal llama-architecture GGUF model to *path*; return its model alias.
 
     The file is about 350 KiB of float32 weights; llama.cpp loads it in milliseconds.
@@ -92,9 +99,25 @@ def write_tiny_gguf(path: Path, *, n_ctx_train: int = 256, alias: str = DEFAULT_
     at this value (with a warning in its log), so it bounds prompt + completion of one request
     whatever ``ctx_size`` is (see :attr:`LlamaServer.n_ctx`). The alias is stored as
     ``general.name``, which :func:`llamacpp_server` serves as the model id.
+
+    *stop_probability* (default 0: the model never stops) makes the model end its answer on its
+    own: after each generated token it emits ``</s>``, the file's declared EOS token (hence an
+    end-of-generation token for llama.cpp: ``finish_reason == "stop"``, the token is not part
+    of the text), with about this probability when sampled at *stop_temperature* through
+    llama.cpp's default sampler chain (top-k 40, top-p 0.95, min-p 0.05, then temperature).
+    Lengths are then roughly geometric: with 0.15, most answers stop within a handful of tokens
+    and some still reach ``max_tokens``. It never stops right after a newline or a space, and
+    every answer starts after the chat template's newline, so an answer is never empty or blank
+    and a completion of ``max_tokens=1`` always ends with ``finish_reason == "length"``.
+    Greedy decoding (temperature 0) stops only if *stop_probability* makes ``</s>`` the most
+    likely token.
     """
-    import numpy as np
+    if not 0.0 <= stop_probability < 1.0:
+        raise ValueError(f"stop_probability must be in [0, 1), got {stop_probability}")
+    if stop_temperature <= 0.0:
+        raise ValueError(f"stop_temperature must be > 0, got {stop_temperature}")
     import gguf
+    import numpy as np
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +159,11 @@ def write_tiny_gguf(path: Path, *, n_ctx_train: int = 256, alias: str = DEFAULT_
     allowed[sorted(generable)] = True
     out[:, 0] = np.where(allowed, 1.0, -1.0)
 
-    def w(rows: int, cols: int) -> "np.ndarray":
+    if stop_probability > 0.0:
+        # Draws nothing from rng: every other weight stays that of the default model.
+        _add_stop_feature(embd, out, allowed, tokens, stop_probability, stop_temperature)
+
+    def w(rows: int, cols: int) -> np.ndarray:
         return rng.normal(0.0, 0.1, (rows, cols)).astype(f32)
 
     writer.add_tensor("token_embd.weight", embd)
@@ -157,6 +184,62 @@ def write_tiny_gguf(path: Path, *, n_ctx_train: int = 256, alias: str = DEFAULT_
     writer.write_tensors_to_file()
     writer.close()
     return alias
+
+
+_EOS_ID = 2  # "</s>", declared with add_eos_token_id
+# llama.cpp's default sampler chain (common_params_sampling): the truncations before temperature.
+_TOP_K, _TOP_P, _MIN_P = 40, 0.95, 0.05
+_RMS_EPS = 1e-5
+
+
+def _eos_probability(x: np.ndarray, out: np.ndarray, temperature: float) -> float:
+    """P(</s>) for the residual *x* under top-k, top-p, min-p, then temperature (as llama.cpp)."""
+    import numpy as np
+
+    normed = x / np.sqrt(np.mean(x * x) + _RMS_EPS)
+    logits = out.astype(np.float64) @ normed
+    order = np.argsort(-logits, kind="stable")[:_TOP_K]
+    kept = logits[order]
+    probs = np.exp(kept - kept[0])
+    probs /= probs.sum()
+    cut = int(np.searchsorted(np.cumsum(probs), _TOP_P)) + 1  # keep until the sum reaches top-p
+    order, kept = order[:cut], kept[:cut]
+    keep = kept >= kept[0] + np.log(_MIN_P)
+    order, kept = order[keep], kept[keep]
+    if _EOS_ID not in order:
+        return 0.0
+    final = np.exp((kept - kept[0]) / temperature)
+    return float(final[list(order).index(_EOS_ID)] / final.sum())
+
+
+def _add_stop_feature(embd: np.ndarray, out: np.ndarray, allowed: np.ndarray,
+                      tokens: list[str], p: float, temperature: float) -> None:
+    """Let the bigram model emit </s> after a generable token with probability about *p*.
+
+    Embedding dimension 1 becomes a private "stop" feature: only the </s> row of the output
+    matrix reads it (all other rows get 0 there, the </s> row gets nothing else), and each
+    generable token's value is found by bisection so that P(</s> | that token) = p. After a
+    newline or a space the feature is strongly negative: min-p removes </s> entirely.
+    """
+    import numpy as np
+
+    out[:, 1] = 0.0
+    out[_EOS_ID, :] = 0.0
+    out[_EOS_ID, 1] = 1.0
+    never = {tokens.index("<0x0A>"), tokens.index(_SPACE)}
+    for tok in np.flatnonzero(allowed):
+        x = embd[tok].astype(np.float64)
+        if tok in never:
+            embd[tok, 1] = -x[0]
+            continue
+        lo, hi = -x[0], 4.0 * x[0]
+        for _ in range(40):
+            x[1] = (lo + hi) / 2
+            if _eos_probability(x, out, temperature) < p:
+                lo = x[1]
+            else:
+                hi = x[1]
+        embd[tok, 1] = hi
 
 
 @dataclass
