@@ -8,8 +8,8 @@ fit the aggregator's context budget, or that the backend rejects as too long, be
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from .aggregation import aggregate, fits
@@ -82,10 +82,18 @@ def _aggregate_once(
             "(window %d, synthesis slots %d)",
             len(candidates), recipe.aggregator, recipe.context_budget, recipe.window, recipe.synthesis_slots,
         )
-    batches = rechunk(samples, recipe.window, recipe.synthesis_slots)
-    text, rounds, _ = sequential(caller, recipe, messages, batches)
-    assert text is not None
-    return _outcome(caller, text, rounds, True, seen)
+    while True:
+        try:
+            batches = rechunk(samples, recipe.window, recipe.synthesis_slots)
+            text, rounds, _ = sequential(caller, recipe, messages, batches)
+        except ContextTooLong as error:
+            if recipe.window <= 2:
+                raise
+            log.info("selfmoa: %s; narrowing the Seq window to %d", error, recipe.window - 1)
+            recipe = _with_window(recipe, recipe.window - 1)
+            continue
+        assert text is not None
+        return _outcome(caller, text, rounds, True, seen)
 
 
 def fitting_window(recipe: Recipe, messages: Sequence[Message], candidates: Sequence[str]) -> int:

@@ -87,3 +87,16 @@ def test_one_shot_switches_to_seq_when_the_backend_says_too_long() -> None:
     outcome = run_moa(make_recipe(samples=8), USER, make_caller(client))
     assert outcome.sequential
     assert [len(a.candidates) for a in client.of_kind("aggregate")] == [8, 4, 4, 4]
+
+
+def test_the_seq_window_narrows_until_rounds_fit() -> None:
+    def three_fit(call: Call) -> list[str]:
+        if call.kind == "aggregate" and len(call.candidates) > 3:
+            raise status_error(400, "request exceeds the available context size", code="exceed_context_size_error")
+        return default_script(call)
+
+    client = FakeClient(three_fit)
+    outcome = run_moa(make_recipe(samples=12), USER, make_caller(client))
+    sizes = [len(a.candidates) for a in client.of_kind("aggregate")]
+    assert outcome.sequential and sizes[0] == 12 and sizes[-1] <= 3
+    assert all(size <= 3 for size in sizes[sizes.index(3):])
