@@ -93,6 +93,25 @@ class ServerOptions(Options):
     preset: None = None
 
 
+class RequestFields(BaseModel):
+    """The request's own OpenAI fields that selfmoa reads or forwards to the aggregator.
+
+    Checked up front so that a wrong type is a 400 naming the field: sent upstream, it would come
+    back as a backend refusal, which parameter adaptation would then silently drop.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    n: int = Field(default=1, ge=1)  # no null: optillm runs the approach `n` times
+    stream: bool | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)  # before max_tokens: the proxy copies it there
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+
+
 class Caps(BaseModel):
     """Hard limits that protect the deployment from cost amplification by a single request."""
 
@@ -208,7 +227,7 @@ def _path(prefix: str, loc: Sequence[Any]) -> str:
     parts = [p for p in loc if isinstance(p, int) or not (p[:1].isupper() or p in _TAGS or "[" in p)]
     text = prefix
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text
 
 
@@ -225,11 +244,14 @@ def resolve(
     if not isinstance(raw, dict):
         raise ConfigError("moa", f"must be an object, not {type(raw).__name__}")
     request: Options = parse(Options, raw, prefix="moa")
+    fields: RequestFields = parse(RequestFields, dict(request_config), prefix="")
     settings = {**BUILT_IN, **_set(server.defaults), **_set(_preset(server, request.preset)), **_set(request)}
     if "timeout" not in request.model_fields_set:  # the server's cap bounds its own default too
         settings["timeout"] = min(settings["timeout"], server.caps.timeout)
     check_messages(messages, server.caps)
-    return _recipe(approach, model, settings, request_config, server)
+    recipe = _recipe(approach, model, settings, request_config, server)
+    _check_repeats(fields.n, recipe, server.caps)
+    return recipe
 
 
 def _preset(server: ServerConfig, name: str | None) -> Options:
@@ -311,6 +333,12 @@ def _check_caps(recipe: Recipe, caps: Caps) -> None:
         raise ConfigError(
             "moa.samples", f"up to {max_calls(recipe)} backend calls exceed the server's cap of {caps.calls}"
         )
+
+
+def _check_repeats(n: int, recipe: Recipe, caps: Caps) -> None:
+    """optillm runs the whole approach `n` times for a request's `n`: that multiplies its calls too."""
+    if n > 1 and n * max_calls(recipe) > caps.calls:
+        raise ConfigError("n", f"{n} runs of up to {max_calls(recipe)} backend calls exceed the server's cap of {caps.calls}")
 
 
 class ChatMessage(BaseModel):

@@ -22,6 +22,10 @@ log = logging.getLogger("selfmoa")
 
 # Set by `selfmoa serve` around each proxied request: the errors to answer with their own status.
 reported_errors: ContextVar[list[SelfMoAError] | None] = ContextVar("selfmoa_reported_errors", default=None)
+# Set by `selfmoa serve` when a request reaches the proxy (monotonic clock): the request's deadline
+# counts from then, not from when optillm gets round to calling the plugin (its own per-request
+# set-up takes a while under load, and `n` > 1 runs the plugin several times in a row).
+request_arrived: ContextVar[float | None] = ContextVar("selfmoa_request_arrived", default=None)
 
 PluginRun = Callable[..., tuple[str, int]]
 
@@ -71,7 +75,7 @@ def answer(
     started = time.monotonic()
     try:
         recipe = resolve(slug, model, request_config, messages, runtime.config)
-        caller = Caller({DEFAULT_ENDPOINT: client, **runtime.clients}, runtime.memory, Deadline(recipe.timeout))
+        caller = Caller({DEFAULT_ENDPOINT: client, **runtime.clients}, runtime.memory, request_deadline(recipe.timeout))
         outcome = run_moa(recipe, [dict(m) for m in messages], caller)
     except SelfMoAError as error:
         safe = PublicError(f"{slug}: {redact(str(error), runtime.secrets)}", error)
@@ -82,6 +86,12 @@ def answer(
         raise safe from None
     log.info(summary(slug, recipe, outcome, time.monotonic() - started))
     return outcome.text, outcome.completion_tokens
+
+
+def request_deadline(seconds: float) -> Deadline:
+    """`seconds` after the request reached the proxy (or from now, outside `selfmoa serve`)."""
+    arrived = request_arrived.get()
+    return Deadline(seconds - (time.monotonic() - arrived if arrived is not None else 0.0))
 
 
 def summary(slug: str, recipe: Recipe, outcome: Outcome, wall: float) -> str:

@@ -13,17 +13,19 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .config import SLUGS, ConfigError, resolve
-from .entry import make_run, reported_errors
+from .entry import make_run, reported_errors, request_arrived
 from .runtime import current_runtime, redact
 
 log = logging.getLogger("selfmoa")
 CHAT_PATH = "/v1/chat/completions"
+ROUTING_FIELDS = ("model", "optillm_approach")  # read before we know which approach a request is for
 
 
 def serve(argv: list[str]) -> None:
@@ -114,6 +116,9 @@ def refuse_bad_config(server: ModuleType) -> Any:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return error_response(400, "the request body must be a JSON object", None)
+    for name in ROUTING_FIELDS:  # optillm would fail on these with an HTML 500
+        if name in data and not isinstance(data[name], str):
+            return error_response(400, f"{name}: must be a string", name)
     slugs, model = requested_slugs(server, data)
     runtime = current_runtime()
     request_config = dict(data)
@@ -136,9 +141,11 @@ def with_error_status(view: Callable[..., Any]) -> Callable[..., Any]:
 
         errors: list[Any] = []
         token = reported_errors.set(errors)
+        arrival = request_arrived.set(time.monotonic())
         try:
             response = current_app.make_response(view(*args, **kwargs))
         finally:
+            request_arrived.reset(arrival)
             reported_errors.reset(token)
         if errors and response.status_code == 500:
             error = errors[-1]
