@@ -8,6 +8,7 @@ reported), never aggregated.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -59,7 +60,7 @@ def sample(
 
     def fan_out(count: int, size: int) -> Batch:
         sizes = [min(size, count - start) for start in range(0, count, size)]
-        results = gather([lambda s=s: call(s) for s in sizes], deadline)
+        results = gather([functools.partial(call, s) for s in sizes], deadline)
         return collect(results, [(model, s) for s in sizes])
 
     limit = caller.memory.max_n(endpoint, model)
@@ -97,7 +98,7 @@ def propose(
     grace: float | None = None,
 ) -> Batch:
     """Every proposer's samples, concurrently; see `gather` for `enough` and `grace`."""
-    tasks = [lambda p=p: sample(caller, p, messages, params, deadline, include_reasoning) for p in proposers]
+    tasks = [functools.partial(sample, caller, p, messages, params, deadline, include_reasoning) for p in proposers]
     results = gather(tasks, deadline, enough=enough, grace=grace)
     return collect(results, [(p.model, p.samples) for p in proposers])
 

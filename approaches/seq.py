@@ -64,7 +64,7 @@ def stream_windows(
             for chunk in chunks
         ]
         for chunk, chunk_futures in zip(chunks, futures):
-            results = []
+            results: list[Batch | None] = []
             for future in chunk_futures:
                 try:
                     results.append(future.result(timeout=deadline.remaining()))

@@ -253,8 +253,13 @@ def judge_error(response: httpx.Response, request: Request) -> str | None:
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code} without an OpenAI-shaped error: {text[:120]}"
     if request.field is not None:
-        named = "body" in message if request.field == BODY else error.get("param") == request.field and request.field in message
-        return None if response.status_code == 400 and named else f"HTTP {response.status_code} not naming {request.field}: {message[:120]}"
+        if request.field == BODY:
+            named = "body" in message
+        else:
+            named = error.get("param") == request.field and request.field in message
+        if response.status_code == 400 and named:
+            return None
+        return f"HTTP {response.status_code} not naming {request.field}: {message[:120]}"
     if response.status_code < 500 and response.status_code != 429:
         return f"HTTP {response.status_code} for a backend failure: {message[:120]}"
     if not message.startswith(f"{request.slug}: "):

@@ -79,7 +79,8 @@ def markdown(rows: list[Row]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10, help="requests per approach and mode (default 10)")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight in the concurrent pass (default 8)")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="requests in flight in the concurrent pass (default 8)")
     parser.add_argument("--time-scale", type=float, default=1.0, help="simulated latency multiplier (default 1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
@@ -32,6 +32,9 @@ BUILT_IN: dict[str, Any] = {
     "timeout": 120.0,
     "include_reasoning": False,
 }
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(SelfMoAError):
@@ -178,7 +181,7 @@ def _check_routes(config: ServerConfig, prefix: str) -> None:
                 raise ConfigError(f"{prefix}: {name}", f"unknown endpoint {item.endpoint!r}; defined: {sorted(known)}")
 
 
-def parse(model: type[BaseModel], raw: Any, *, prefix: str) -> Any:
+def parse(model: type[M], raw: Any, *, prefix: str) -> M:
     """Validate `raw` as `model`; the first problem becomes a `ConfigError` naming its field."""
     try:
         return model.model_validate(raw)
@@ -235,14 +238,14 @@ def resolve(
     approach: str,
     model: str,
     request_config: Mapping[str, Any] | None,
-    messages: Sequence[Mapping[str, Any]],
+    messages: Any,
     server: ServerConfig,
 ) -> Recipe:
     """The recipe for one request, or a `ConfigError` naming the first field that is wrong."""
     request_config = request_config or {}
     raw = request_config.get("moa", {})
     if not isinstance(raw, dict):
-        raise ConfigError("moa", f"must be an object, not {type(raw).__name__}")
+        raise ConfigError("moa", f"must be an object, not {_json_type(raw)}")
     request: Options = parse(Options, raw, prefix="moa")
     fields: RequestFields = parse(RequestFields, dict(request_config), prefix="")
     settings = {**BUILT_IN, **_set(server.defaults), **_set(_preset(server, request.preset)), **_set(request)}
@@ -252,6 +255,12 @@ def resolve(
     recipe = _recipe(approach, model, settings, request_config, server)
     _check_repeats(fields.n, recipe, server.caps)
     return recipe
+
+
+def _json_type(value: Any) -> str:
+    """A value's type as a JSON client wrote it (`null`, not `NoneType`)."""
+    names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _preset(server: ServerConfig, name: str | None) -> Options:
@@ -338,7 +347,8 @@ def _check_caps(recipe: Recipe, caps: Caps) -> None:
 def _check_repeats(n: int, recipe: Recipe, caps: Caps) -> None:
     """optillm runs the whole approach `n` times for a request's `n`: that multiplies its calls too."""
     if n > 1 and n * max_calls(recipe) > caps.calls:
-        raise ConfigError("n", f"{n} runs of up to {max_calls(recipe)} backend calls exceed the server's cap of {caps.calls}")
+        calls = max_calls(recipe)
+        raise ConfigError("n", f"{n} runs of up to {calls} backend calls exceed the server's cap of {caps.calls}")
 
 
 class ChatMessage(BaseModel):

@@ -44,7 +44,8 @@ APPROACHES: tuple[Approach, ...] = (
     Approach("self_moa", "self_moa-sim-strong"),
     Approach("mixed_moa", "mixed_moa-sim-strong", {"proposers": PROPOSERS}),
     Approach("self_moa_seq", "self_moa_seq-sim-strong", {"samples": 12}),
-    Approach("mixed_moa_seq", "mixed_moa_seq-sim-strong", {"proposers": [{"model": m, "samples": 4} for m in PROPOSERS]}),
+    Approach("mixed_moa_seq", "mixed_moa_seq-sim-strong",
+             {"proposers": [{"model": m, "samples": 4} for m in PROPOSERS]}),
 )
 
 
@@ -120,7 +121,7 @@ def _proxy_env() -> dict[str, str]:
     return {**env, "OPENAI_API_KEY": "sk-simulator-needs-no-key", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
         try:

@@ -9,6 +9,7 @@ into 500), and a failed request is answered with the status its error carries.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import logging
 import os
@@ -46,10 +47,9 @@ def serve(argv: list[str]) -> None:
 
 def import_optillm() -> ModuleType:
     try:
-        import optillm.server as server
+        return importlib.import_module("optillm.server")
     except ImportError as error:
         raise SystemExit(f"selfmoa: optillm is not importable ({error}); run `make setup`") from None
-    return server
 
 
 def install(server: ModuleType, plugins_dir: str = "") -> None:
@@ -65,7 +65,7 @@ def install(server: ModuleType, plugins_dir: str = "") -> None:
         for slug in SLUGS:
             server.plugin_approaches.setdefault(slug, make_run(slug))
 
-    server.load_plugins = load_plugins
+    setattr(server, "load_plugins", load_plugins)  # noqa: B010 - replacing optillm's module function
     server.app.before_request(functools.partial(refuse_bad_config, server))
     server.app.view_functions["proxy"] = with_error_status(server.app.view_functions["proxy"])
     secrets = current_runtime().secrets

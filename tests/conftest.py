@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from selfmoa.sim import BackgroundSim
 from selfmoa.approaches import BackendMemory, Caller, Deadline, Proposer, Recipe
+from selfmoa.sim import BackgroundSim
 from tests.fakes import FakeClient
 from tests.live import Proxy, SimLog
 

@@ -68,7 +68,8 @@ def refused(moa: object, server: ServerConfig | None = None, approach: str = "se
     ({"max_tokens": 0}, "moa.max_tokens", "greater than or equal to 1"),
     ({"preset": "nope"}, "moa.preset", "unknown preset 'nope'"),
     ({"aggregator": ""}, "moa.aggregator", "at least 1 character"),
-    ([1, 2], "moa", "must be an object"),
+    ([1, 2], "moa", "must be an object, not array"),
+    (None, "moa", "must be an object, not null"),
 ])
 def test_bad_options_name_the_field(moa: object, field: str, words: str) -> None:
     error = refused(moa)
@@ -145,7 +146,8 @@ def test_the_request_shapes_the_final_aggregation_only() -> None:
 
 @pytest.mark.parametrize("messages,field", [
     ([], "messages"), ("hi", "messages"), ([{"content": "x"}], "messages[0].role"),
-    ([{"role": "wizard", "content": "x"}], "messages[0].role"), ([{"role": "user", "content": 5}], "messages[0].content"),
+    ([{"role": "wizard", "content": "x"}], "messages[0].role"),
+    ([{"role": "user", "content": 5}], "messages[0].content"),
 ])
 def test_malformed_messages_are_refused(messages: object, field: str) -> None:
     with pytest.raises(ConfigError) as error:

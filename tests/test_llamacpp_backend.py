@@ -20,17 +20,11 @@ Skipped when ``xllamacpp`` / ``gguf`` are not installed (``requirements/llamacpp
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
-from typing import Iterator
-
-import pytest
+from collections.abc import Iterator
 
 # find_spec, not import: the native library is only loaded in the server's child process.
-_missing = [m for m in ("xllamacpp", "gguf") if importlib.util.find_spec(m) is None]
-if _missing:
-    pytest.skip(f"needs requirements/llamacpp.txt (missing: {', '.join(_missing)})",
-                allow_module_level=True)
-openai = pytest.importorskip("openai")
+import openai
+import pytest
 
 from tests.llamacpp_server import LlamaServer, llamacpp_server, write_tiny_gguf  # noqa: E402
 

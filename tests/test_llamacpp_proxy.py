@@ -12,21 +12,14 @@ or its answer; none depends on timing. Skipped without ``requirements/llamacpp.t
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 
-_missing = [m for m in ("xllamacpp", "gguf") if importlib.util.find_spec(m) is None]
-if _missing:
-    pytest.skip(f"needs requirements/llamacpp.txt (missing: {', '.join(_missing)})",
-                allow_module_level=True)
-
-import openai
 from selfmoa.approaches.prompts import aggregation_messages
-
 from tests.live import Proxy
 from tests.llamacpp_server import LlamaServer, llamacpp_server, write_tiny_gguf
 

@@ -15,7 +15,8 @@ ASK = [{"role": "user", "content": TASK.question}]
 def test_self_moa_is_one_n_call_and_one_aggregation(client: openai.OpenAI, simlog: SimLog) -> None:
     reply = client.chat.completions.create(model="self_moa-sim-strong", messages=ASK)
     calls = simlog.calls()
-    assert [(c["kind"], c["model"], c["n"]) for c in calls] == [("propose", "sim-strong", 6), ("aggregate", "sim-strong", 1)]
+    expected = [("propose", "sim-strong", 6), ("aggregate", "sim-strong", 1)]
+    assert [(c["kind"], c["model"], c["n"]) for c in calls] == expected
     assert calls[1]["candidates"] == 6
     assert extract_answer(reply.choices[0].message.content) is not None
     assert reply.usage.completion_tokens > 0

@@ -16,8 +16,7 @@ import openai
 import pytest
 
 from selfmoa.approaches.prompts import aggregation_messages
-from selfmoa.sim import (TASK_SETS, BackgroundSim, ModelProfile, Profile, extract_answer, load_profile,
-                         load_tasks)
+from selfmoa.sim import TASK_SETS, BackgroundSim, ModelProfile, Profile, extract_answer, load_profile, load_tasks
 from selfmoa.sim.behaviour import estimate_tokens, majority, prompt_tokens
 
 ARITH = load_tasks("arithmetic")
@@ -237,7 +236,9 @@ def test_refuse_params(sim: BackgroundSim, client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         ask(client, "sim-picky", "hello", max_tokens=50)
     assert refused.value.param == "max_tokens"
-    assert "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead." in str(refused.value)
+    expected = ("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.")
+    assert expected in str(refused.value)
     assert ask(client, "sim-picky", "hello", max_completion_tokens=50).choices
     patch(sim, **{"sim-no-temp": {"refuse_params": ["temperature", "top_p"]}})
     with pytest.raises(openai.BadRequestError) as no_temp:

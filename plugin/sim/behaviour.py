@@ -199,7 +199,9 @@ def reply(messages: Sequence[Mapping[str, Any]], reading: Reading, model: ModelP
 def reasoning_text(messages: Sequence[Mapping[str, Any]], rng: random.Random) -> str:
     """Made-up chain of thought for reasoning models."""
     words = " ".join(last_user_text(messages).split()[:6])
-    closing = rng.choice(("Let me double-check before answering.", "I should verify the key step.", "That seems right."))
+    closing = rng.choice(
+        ("Let me double-check before answering.", "I should verify the key step.", "That seems right.")
+    )
     return f'The user asks: "{words}". I need to think about this carefully. {closing}'
 
 

@@ -13,7 +13,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "response_format", "n")
+SAMPLING_FIELDS = (
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "response_format", "n",
+)
 
 
 class Message(BaseModel):
@@ -75,7 +77,8 @@ def parse_chat_request(raw: bytes) -> tuple[dict[str, Any], ChatRequest]:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"])
         raise RequestError(400, f"Invalid value for '{param}': {first['msg']}", param=param,
-                           code="invalid_value" if first["type"] != "missing" else "missing_required_parameter") from exc
+                           code="missing_required_parameter" if first["type"] == "missing" else "invalid_value",
+                           ) from exc
 
 
 def unsupported_parameter(param: str) -> RequestError:
@@ -103,7 +106,9 @@ def completion_body(call_id: str, model: str, choices: list[dict[str, Any]], pro
     }
 
 
-def chunk_body(call_id: str, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
+def chunk_body(
+    call_id: str, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None
+) -> dict[str, Any]:
     """A `chat.completion.chunk` object (one server-sent event)."""
     body: dict[str, Any] = {"id": call_id, "object": "chat.completion.chunk", "created": int(time.time()),
                             "model": model, "choices": choices}
@@ -114,4 +119,4 @@ def chunk_body(call_id: str, model: str, choices: list[dict[str, Any]], usage: d
 
 def sse(data: dict[str, Any] | str) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data)
-    return f"data: {payload}\n\n".encode("utf-8")
+    return f"data: {payload}\n\n".encode()

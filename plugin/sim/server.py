@@ -20,8 +20,16 @@ from aiohttp import web
 from . import behaviour
 from .admin import add_admin_routes
 from .profile import ModelProfile, Profile
-from .protocol import (SAMPLING_FIELDS, ChatRequest, RequestError, chunk_body, completion_body,
-                       parse_chat_request, sse, unsupported_parameter)
+from .protocol import (
+    SAMPLING_FIELDS,
+    ChatRequest,
+    RequestError,
+    chunk_body,
+    completion_body,
+    parse_chat_request,
+    sse,
+    unsupported_parameter,
+)
 from .state import STATE, SimState
 
 
@@ -204,7 +212,8 @@ async def _stream(request: web.Request, call_id: str, name: str, choices: list[_
     await _sleep_ms(model.ttft_ms, scale)
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse(chunk_body(call_id, name, [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]))
+        choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return sse(chunk_body(call_id, name, [choice]))
 
     for index, choice in enumerate(choices):
         await response.write(chunk(index, {"role": "assistant", "content": ""}))
@@ -244,7 +253,8 @@ async def health(request: web.Request) -> web.Response:
 async def openai_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Unknown routes and methods answer in OpenAI's error shape too."""
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 TASKS_DIR = Path(__file__).parent / "data" / "tasks"
 TASK_SETS: tuple[str, ...] = ("arithmetic", "choice")
@@ -43,7 +43,7 @@ def _choice_prompt(stem: str, options: list[str]) -> str:
     return f"{stem}\n\n" + "\n".join(lines) + f"\n\n{CHOICE_INSTRUCTION}"
 
 
-def _parse(task_set: str, line_no: int, record: dict) -> Task:
+def _parse(task_set: str, line_no: int, record: dict[str, Any]) -> Task:
     """One JSONL record as a Task; a choice task's answer must be one of its option letters."""
     stem, answer = str(record["question"]).strip(), str(record["answer"]).strip()
     if "options" in record:
@@ -55,7 +55,7 @@ def _parse(task_set: str, line_no: int, record: dict) -> Task:
     return Task(record["id"], f"{stem}\n\n{NUMERIC_INSTRUCTION}", answer, "numeric", task_set, stem)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> tuple[Task, ...]:
     if name not in TASK_SETS:
         raise ValueError(f"unknown task set {name!r}; bundled sets: {', '.join(TASK_SETS)}")
