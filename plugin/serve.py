@@ -1,9 +1,10 @@
 """`selfmoa serve`: optillm's own proxy with the four approaches registered.
 
-Three things on top of stock optillm 0.4.0, all through its public module attributes:
-its `--plugins-dir` is honoured (0.4.0 loads plugins before it parses that flag), a refused `moa`
-configuration is answered with 400 before any backend call (optillm turns every plugin exception
-into 500), and a failed request is answered with the status its error carries.
+On top of stock optillm 0.4.0, all through its public module attributes: its `--plugins-dir` is
+honoured (0.4.0 loads plugins before it parses that flag), a refused `moa` configuration is
+answered with 400 before any backend call (optillm turns every plugin exception into 500), a failed
+request is answered with the status its error carries, keys are redacted from every log line, and
+the upstream client is built once per process instead of once per request.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def install(server: ModuleType, plugins_dir: str = "") -> None:
             server.plugin_approaches.setdefault(slug, make_run(slug))
 
     setattr(server, "load_plugins", load_plugins)  # noqa: B010 - replacing optillm's module function
+    # optillm builds (and never closes) a new provider client on every request; one per process will do
+    setattr(server, "get_config", functools.lru_cache(maxsize=1)(server.get_config))  # noqa: B010
     server.app.before_request(functools.partial(refuse_bad_config, server))
     server.app.view_functions["proxy"] = with_error_status(server.app.view_functions["proxy"])
     secrets = current_runtime().secrets
