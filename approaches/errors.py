@@ -47,8 +47,11 @@ class ParameterRefused(BackendError):
 
 
 class NotEnoughProposals(SelfMoAError):
+    """502, or 504 when every missing proposal was lost to the deadline (a longer timeout may help)."""
+
     def __init__(self, usable: int, needed: int, failures: Sequence[Failure]) -> None:
         self.failures = list(failures)
+        self.status = 504 if failures and all(f.timed_out for f in failures) else 502
         reasons = "; ".join(sorted({f"{f.model}: {f.reason}" for f in failures})) or "no proposals arrived"
         super().__init__(f"{usable} usable proposal(s), {needed} needed ({reasons})")
 

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .calls import Caller, Deadline, Reply
-from .errors import ParameterRefused, SelfMoAError
+from .errors import DeadlineExceeded, ParameterRefused, SelfMoAError
 from .prompts import strip_reasoning
 from .types import Batch, Failure, Message, Proposer, Sample
 
@@ -55,7 +55,7 @@ def sample(
         try:
             reply = caller.chat(endpoint, model, messages, params, n=n, deadline=deadline)
         except SelfMoAError as error:
-            return Batch(failures=[Failure(model, str(error).removeprefix(f"{model}: "))] * n)
+            return failed(model, error, n)
         return usable(reply, model, include_reasoning)
 
     def fan_out(count: int, size: int) -> Batch:
@@ -70,13 +70,13 @@ def sample(
         reply = caller.chat(endpoint, model, messages, params, n=wanted, deadline=deadline)
     except ParameterRefused as refusal:
         if refusal.param != "n":
-            return Batch(failures=[Failure(model, str(refusal))] * wanted)
+            return failed(model, refusal, wanted)
         limit = max(1, min(refusal.limit or 1, wanted - 1))
         log.info("selfmoa: %s refuses n=%d; falling back to n<=%d calls (remembered)", model, wanted, limit)
         caller.memory.limit_n(endpoint, model, limit)
         return fan_out(wanted, limit)
     except SelfMoAError as error:
-        return Batch(failures=[Failure(model, str(error).removeprefix(f"{model}: "))] * wanted)
+        return failed(model, error, wanted)
     got = len(reply.choices)
     batch = usable(reply, model, include_reasoning)
     if got < wanted:
@@ -127,9 +127,15 @@ def gather(
     return [f.result() if f.done() else None for f in futures]
 
 
+def failed(model: str, error: SelfMoAError, count: int) -> Batch:
+    """`count` samples lost to one failed call, with what the backend said."""
+    reason = str(error).removeprefix(f"{model}: ")
+    return Batch(failures=[Failure(model, reason, isinstance(error, DeadlineExceeded))] * count)
+
+
 def collect(results: Sequence[Batch | None], expected: Sequence[tuple[str, int]]) -> Batch:
     """One batch from several; an abandoned task counts as that many failed samples of its model."""
     batch = Batch()
     for result, (model, count) in zip(results, expected):
-        batch.extend(result or Batch(failures=[Failure(model, "abandoned: no answer in time")] * count))
+        batch.extend(result or Batch(failures=[Failure(model, "abandoned: no answer in time", True)] * count))
     return batch

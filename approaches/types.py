@@ -60,6 +60,7 @@ class Failure:
 
     model: str
     reason: str
+    timed_out: bool = False
 
 
 @dataclass

@@ -108,7 +108,7 @@ def test_timeout_bounds_a_hanging_backend(proxy: object, client: openai.OpenAI, 
     with pytest.raises(openai.APIStatusError) as error:
         ask(client, "self_moa-sim-hang", samples=2, timeout=2)
     assert time.monotonic() - started < 2 + 5  # generous margin: the point is it is not the default 30 s
-    assert error.value.status_code in (502, 504) and "sim-hang" in str(error.value)
+    assert error.value.status_code == 504 and "sim-hang" in str(error.value)  # lost to the deadline
 
 
 def test_grace_stops_waiting_for_stragglers(client: openai.OpenAI, simlog: SimLog) -> None:
