@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from pytest_mock import MockerFixture
 
 from selfmoa.approaches import BackendError, BackendMemory, Caller, Deadline, RetryPolicy
 from selfmoa.approaches.calls import adapt
@@ -34,11 +33,22 @@ def test_transient_failures_are_retried() -> None:
     assert reply.choices[0].content == "ok" and len(client.calls) == 4
 
 
-def test_retry_after_is_honoured() -> None:
-    client = failing_first([status_error(429, "slow down", headers={"Retry-After": "0.5"})])
-    started = time.monotonic()
+def test_retry_after_is_honoured(mocker: MockerFixture) -> None:
+    sleep = mocker.patch("selfmoa.approaches.calls.time.sleep")
+    client = failing_first([status_error(429, "slow down", headers={"Retry-After": "4.5"})])
     caller_for(client).chat("default", "m", USER, {})
-    assert time.monotonic() - started >= 0.5
+    assert len(client.calls) == 2
+    (pause,), _ = sleep.call_args
+    assert pause >= 4.5  # the server's wish wins over the (shorter) backoff
+
+
+def test_backoff_grows_exponentially_with_jitter(mocker: MockerFixture) -> None:
+    sleep = mocker.patch("selfmoa.approaches.calls.time.sleep")
+    mocker.patch("selfmoa.approaches.calls.random.uniform", side_effect=lambda low, high: high)
+    client = failing_first([status_error(503, "busy")] * 4)
+    caller = Caller({"default": client}, BackendMemory(), Deadline(60), RetryPolicy(base=0.5, cap=3.0))
+    caller.chat("default", "m", USER, {})
+    assert [c.args[0] for c in sleep.call_args_list] == [1.0, 2.0, 3.0, 3.0]  # 0.5 * 2^attempt, capped
 
 
 def test_retries_stop_at_the_deadline_with_the_backend_message() -> None:
