@@ -46,15 +46,23 @@ class Deadline:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter; a server's Retry-After wins when it is longer."""
+    """Exponential backoff with full jitter; a server's Retry-After wins when it is longer.
+
+    Our own backoff never takes more than half the time left, so a late failure still gets a
+    retry; a Retry-After longer than the time left ends the retries (the server asked for it).
+    """
 
     base: float = 0.2
     cap: float = 8.0
     attempts: int = 8
 
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = random.uniform(0, min(self.cap, self.base * 2**attempt))
-        return max(backoff, retry_after or 0.0)
+    def delay(self, attempt: int, retry_after: float | None, remaining: float) -> float | None:
+        """Seconds to wait before the next attempt, or None when no retry fits in `remaining`."""
+        if attempt >= self.attempts:
+            return None
+        backoff = min(random.uniform(0, min(self.cap, self.base * 2**attempt)), remaining / 2)
+        pause = max(backoff, retry_after or 0.0)
+        return pause if pause < remaining else None
 
 
 class BackendMemory:
@@ -147,8 +155,8 @@ class Caller:
                 adapted.add(refusal.param)
             except _Transient as transient:
                 attempt += 1
-                pause = self.retry.delay(attempt, transient.retry_after)
-                if attempt >= self.retry.attempts or pause >= deadline.remaining():
+                pause = self.retry.delay(attempt, transient.retry_after, deadline.remaining())
+                if pause is None:
                     raise transient.error from None
                 time.sleep(pause)
 

@@ -93,3 +93,10 @@ def test_calls_and_tokens_are_counted() -> None:
     caller.chat("default", "m", USER, {}, n=3)
     caller.chat("default", "m", USER, {})
     assert caller.calls == 2 and caller.completion_tokens == 40
+
+
+def test_backoff_never_takes_more_than_half_the_time_left() -> None:
+    policy = RetryPolicy(base=10.0, cap=100.0)
+    assert all(policy.delay(3, None, remaining=4.0) <= 2.0 for _ in range(50))  # type: ignore[operator]
+    assert policy.delay(3, retry_after=5.0, remaining=4.0) is None  # the server's wait does not fit
+    assert policy.delay(policy.attempts, None, remaining=60.0) is None
