@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from selfmoa.approaches import run_moa
+import time
+
+import pytest
+
+from selfmoa.approaches import BackendError, run_moa
 from selfmoa.approaches.prompts import aggregation_messages, fence, parse_selection, strip_reasoning
 from tests.conftest import make_caller, make_recipe
-from tests.fakes import Call, FakeClient, default_script
+from tests.fakes import Call, FakeClient, default_script, status_error
 
 USER = [{"role": "user", "content": "Capital of France?"}]
 
@@ -72,3 +76,32 @@ def test_an_empty_aggregation_is_asked_for_once_more() -> None:
 def test_strip_reasoning_drops_think_blocks() -> None:
     assert strip_reasoning("<think>hmm\nmore</think>\nParis") == "Paris"
     assert strip_reasoning("<thinking>x</thinking>Paris") == "Paris"
+
+
+def test_a_hung_aggregation_is_raced_by_a_second_call() -> None:
+    aggregations = []
+
+    def first_hangs(call: Call) -> list[str]:
+        if call.kind == "propose":
+            return default_script(call)
+        aggregations.append(call)
+        if len(aggregations) == 1:
+            time.sleep(2.5)  # past the deadline: a real client would time out
+            return ["too late"]
+        return ["rescued"]
+
+    outcome = run_moa(make_recipe(samples=3), USER, make_caller(FakeClient(first_hangs), timeout=2.0))
+    assert outcome.text == "rescued" and len(aggregations) == 2
+    assert aggregations[1].candidates == aggregations[0].candidates
+
+
+def test_a_failed_aggregation_is_not_raced() -> None:
+    def broken(call: Call) -> list[str]:
+        if call.kind == "aggregate":
+            raise status_error(404, "no such aggregator")
+        return default_script(call)
+
+    client = FakeClient(broken)
+    with pytest.raises(BackendError, match="no such aggregator"):
+        run_moa(make_recipe(samples=2), USER, make_caller(client))
+    assert len(client.of_kind("aggregate")) == 1
