@@ -47,8 +47,12 @@ def sample(
     params: Mapping[str, Any],
     deadline: Deadline,
     include_reasoning: bool = False,
+    *,
+    enough: int | None = None,
+    grace: float | None = None,
 ) -> Batch:
-    """`proposer.samples` proposals from one model, in as few calls as the backend allows."""
+    """`proposer.samples` proposals from one model, in as few calls as the backend allows
+    (`enough` and `grace` as in `gather`, for the calls a refused or short `n` fans out to)."""
     endpoint, model, wanted = proposer.endpoint, proposer.model, proposer.samples
 
     def call(n: int) -> Batch:
@@ -58,9 +62,10 @@ def sample(
             return failed(model, error, n)
         return usable(reply, model, include_reasoning)
 
-    def fan_out(count: int, size: int) -> Batch:
+    def fan_out(count: int, size: int, have: int = 0) -> Batch:
         sizes = [min(size, count - start) for start in range(0, count, size)]
-        results = gather([functools.partial(call, s) for s in sizes], deadline)
+        still = None if enough is None else max(0, enough - have)
+        results = gather([functools.partial(call, s) for s in sizes], deadline, enough=still, grace=grace)
         return collect(results, [(model, s) for s in sizes])
 
     limit = caller.memory.max_n(endpoint, model)
@@ -82,7 +87,7 @@ def sample(
     if got < wanted:
         log.info("selfmoa: %s returned %d of n=%d choices; topping up (remembered)", model, got, wanted)
         caller.memory.limit_n(endpoint, model, max(got, 1))
-        batch.extend(fan_out(wanted - got, max(got, 1)))
+        batch.extend(fan_out(wanted - got, max(got, 1), have=len(batch.samples)))
     return batch
 
 
@@ -98,7 +103,12 @@ def propose(
     grace: float | None = None,
 ) -> Batch:
     """Every proposer's samples, concurrently; see `gather` for `enough` and `grace`."""
-    tasks = [functools.partial(sample, caller, p, messages, params, deadline, include_reasoning) for p in proposers]
+    # A lone proposer may fan out to many calls itself (no `n`): the grace period applies there.
+    alone = {"enough": enough, "grace": grace} if len(proposers) == 1 else {}
+    tasks = [
+        functools.partial(sample, caller, p, messages, params, deadline, include_reasoning, **alone)
+        for p in proposers
+    ]
     results = gather(tasks, deadline, enough=enough, grace=grace)
     return collect(results, [(p.model, p.samples) for p in proposers])
 

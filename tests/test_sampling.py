@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from selfmoa.approaches import BackendMemory, Deadline, Proposer, run_moa
 from selfmoa.approaches.sampling import propose, sample
 from tests.conftest import make_caller, make_recipe
@@ -111,3 +113,18 @@ def test_a_refusal_that_states_the_largest_n_is_used_for_the_batches() -> None:
     batch = sample(make_caller(client), Proposer("m", 6), USER, {}, Deadline(5))
     assert len(batch.samples) == 6
     assert sorted(c.n for c in client.calls) == [2, 4, 6]
+
+
+def test_grace_applies_to_the_single_calls_of_a_backend_without_n() -> None:
+    def slow_sixth(call: Call) -> list[str]:
+        if call.n > 1:
+            raise status_error(400, "n must be 1 for this model", param="n")
+        slow_sixth.count += 1  # type: ignore[attr-defined]
+        if slow_sixth.count == 6:  # type: ignore[attr-defined]
+            time.sleep(3)
+        return default_script(call)
+
+    slow_sixth.count = 0  # type: ignore[attr-defined]
+    batch = sample(make_caller(FakeClient(slow_sixth)), Proposer("m", 6), USER, {}, Deadline(20), enough=5, grace=0.2)
+    assert len(batch.samples) == 5
+    assert [f.reason for f in batch.failures] == ["abandoned: no answer in time"]
