@@ -104,9 +104,10 @@ def propose(
 ) -> Batch:
     """Every proposer's samples, concurrently; see `gather` for `enough` and `grace`."""
     # A lone proposer may fan out to many calls itself (no `n`): the grace period applies there.
-    alone = {"enough": enough, "grace": grace} if len(proposers) == 1 else {}
+    alone = len(proposers) == 1
     tasks = [
-        functools.partial(sample, caller, p, messages, params, deadline, include_reasoning, **alone)
+        functools.partial(sample, caller, p, messages, params, deadline, include_reasoning,
+                          enough=enough if alone else None, grace=grace if alone else None)
         for p in proposers
     ]
     results = gather(tasks, deadline, enough=enough, grace=grace)
