@@ -50,11 +50,14 @@ class RetryPolicy:
 
     Our own backoff never takes more than half the time left, so a late failure still gets a
     retry; a Retry-After longer than the time left ends the retries (the server asked for it).
+    No retry starts with less than `floor` seconds left: the last error then still reaches the
+    caller before the deadline, with what the backend said, instead of being cut off by it.
     """
 
     base: float = 0.2
     cap: float = 8.0
     attempts: int = 8
+    floor: float = 0.25
 
     def delay(self, attempt: int, retry_after: float | None, remaining: float) -> float | None:
         """Seconds to wait before the next attempt, or None when no retry fits in `remaining`."""
@@ -62,7 +65,7 @@ class RetryPolicy:
             return None
         backoff = min(random.uniform(0, min(self.cap, self.base * 2**attempt)), remaining / 2)
         pause = max(backoff, retry_after or 0.0)
-        return pause if pause < remaining else None
+        return pause if remaining - pause >= self.floor else None
 
 
 class BackendMemory:

@@ -100,3 +100,4 @@ def test_backoff_never_takes_more_than_half_the_time_left() -> None:
     assert all(policy.delay(3, None, remaining=4.0) <= 2.0 for _ in range(50))  # type: ignore[operator]
     assert policy.delay(3, retry_after=5.0, remaining=4.0) is None  # the server's wait does not fit
     assert policy.delay(policy.attempts, None, remaining=60.0) is None
+    assert policy.delay(1, None, remaining=0.3) is None  # too close to the deadline to try again
