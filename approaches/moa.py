@@ -35,7 +35,9 @@ def proposer_params(recipe: Recipe) -> dict[str, Any]:
 
 
 def max_calls(recipe: Recipe) -> int:
-    """The most backend calls a recipe can make (every sample a call of its own, every Seq round)."""
+    """The backend calls a recipe plans at most: every sample a call of its own, and two calls per
+    aggregation round (the hedging race). Retries of transient failures and a repeated empty
+    aggregation come on top; the deadline bounds those."""
     samples = recipe.total_samples
     rounds = rounds_needed(samples, recipe.window, recipe.synthesis_slots)
     return samples * recipe.layers + 2 * rounds

@@ -359,9 +359,7 @@ def main() -> int:
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as folder, BackgroundSim(seed=1, time_scale=1.0) as sim:
         httpx.post(f"{sim.root_url}/sim/profile", json={"models": MODELS}, timeout=30).raise_for_status()
-        config = Path(folder) / "selfmoa.yaml"
-        config.write_text(SERVER_CONFIG)
-        proxy = Proxy.selfmoa(sim.base_url, log_path=Path(folder) / "proxy.log", config=config)
+        proxy = Proxy.configured(sim.base_url, SERVER_CONFIG, Path(folder))
         try:
             for scenario in scenarios(args):
                 memory_before = None

@@ -76,11 +76,8 @@ def second_sim() -> Iterator[BackgroundSim]:
 
 @pytest.fixture(scope="session")
 def proxy(sim: BackgroundSim, second_sim: BackgroundSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    folder = tmp_path_factory.mktemp("proxy")
-    config = folder / "selfmoa.yaml"
-    config.write_text(SERVER_CONFIG)
     env = {"SECOND_BASE_URL": second_sim.base_url, "SECOND_KEY": "sk-second-endpoint-secret-42"}
-    running = Proxy.selfmoa(sim.base_url, log_path=folder / "proxy.log", config=config, env=env)
+    running = Proxy.configured(sim.base_url, SERVER_CONFIG, tmp_path_factory.mktemp("proxy"), env=env)
     yield running
     running.close()
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import openai
 
-from selfmoa.approaches.prompts import CANDIDATE_PATTERN, SELECT_PATTERN
+from selfmoa.approaches.prompts import CANDIDATE_PATTERN
 
 
 @dataclass
@@ -101,8 +101,3 @@ class FakeClient:
 
     def of_kind(self, kind: str) -> list[Call]:
         return [c for c in self.calls if c.kind == kind]
-
-
-def selection(reply: str) -> int | None:
-    match = SELECT_PATTERN.search(reply)
-    return int(match.group(1)) if match else None

@@ -44,6 +44,13 @@ class Proxy:
         extra = ["--moa-config", str(config)] if config else []
         return cls([str(BIN / "selfmoa"), "serve", "--base-url", base_url, *extra, *args], log_path=log_path, env=env)
 
+    @classmethod
+    def configured(cls, base_url: str, config_text: str, folder: Path, *, env: dict[str, str] | None = None) -> Proxy:
+        """`selfmoa serve` with `config_text` as its server YAML; its config and log go in `folder`."""
+        config = folder / "selfmoa.yaml"
+        config.write_text(config_text)
+        return cls.selfmoa(base_url, log_path=folder / "proxy.log", config=config, env=env)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

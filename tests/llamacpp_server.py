@@ -260,20 +260,6 @@ class LlamaServer:
         with urllib.request.urlopen(self.root_url + path, timeout=timeout) as resp:
             return json.loads(resp.read().decode("utf-8"))
 
-    def post_json(self, path: str, body: dict, *, timeout: float = 30.0) -> tuple[int, object]:
-        """POST JSON to ``root_url + path``; return (HTTP status, decoded body), errors included."""
-        req = urllib.request.Request(self.root_url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as err:
-            with err:
-                return err.code, json.loads(err.read().decode("utf-8") or "null")
-
-    def log_tail(self, n: int = 40) -> str:
-        return _tail(self.log_path, n)
-
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

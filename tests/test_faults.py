@@ -70,12 +70,9 @@ def fault_sim() -> Iterator[BackgroundSim]:
 
 @pytest.fixture(scope="module")
 def fault_proxy(fault_sim: BackgroundSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    folder = tmp_path_factory.mktemp("fault-proxy")
-    config = folder / "selfmoa.yaml"
-    config.write_text(SERVER_CONFIG)
     dead = f"http://127.0.0.1:{free_port()}/v1"  # bound and released: connecting is refused
-    running = Proxy.selfmoa(fault_sim.base_url, log_path=folder / "proxy.log", config=config,
-                            env={"DEAD_BASE_URL": dead, "DEAD_KEY": DEAD_KEY})
+    running = Proxy.configured(fault_sim.base_url, SERVER_CONFIG, tmp_path_factory.mktemp("fault-proxy"),
+                               env={"DEAD_BASE_URL": dead, "DEAD_KEY": DEAD_KEY})
     yield running
     running.close()
 

@@ -163,10 +163,7 @@ def hostile_sim() -> Iterator[BackgroundSim]:
 
 @pytest.fixture(scope="module")
 def hostile_proxy(hostile_sim: BackgroundSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    folder = tmp_path_factory.mktemp("hostile-proxy")
-    config = folder / "selfmoa.yaml"
-    config.write_text(SERVER_CONFIG)
-    running = Proxy.selfmoa(hostile_sim.base_url, log_path=folder / "proxy.log", config=config)
+    running = Proxy.configured(hostile_sim.base_url, SERVER_CONFIG, tmp_path_factory.mktemp("hostile-proxy"))
     yield running
     running.close()
 
