@@ -13,8 +13,12 @@ from collections.abc import Sequence
 from .types import Message
 
 CANDIDATE_OPEN = '<candidate id="{index}">'
+CUT_OFF_OPEN = '<candidate id="{index}" cut_off="true">'
 CANDIDATE_CLOSE = "</candidate>"
-CANDIDATE_PATTERN = re.compile(r'<candidate id="(\d+)">\n(.*?)\n</candidate>', re.DOTALL)
+CANDIDATE_PATTERN = re.compile(r'<candidate id="(\d+)"(?: cut_off="true")?>\n(.*?)\n</candidate>', re.DOTALL)
+# A proposal that calls a tool is shown to the aggregator as one line per call.
+TOOL_CALL_LINE = "[tool call] {name}({arguments})"
+TOOL_CALL_PATTERN = re.compile(r"^\[tool call\] ([^\s(]+)\((.*)\)$", re.MULTILINE)
 SELECT_PATTERN = re.compile(r"<best>\s*(\d+)\s*</best>")
 
 SYNTHESIZE_INSTRUCTIONS = """\
