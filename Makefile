@@ -30,6 +30,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/serving.py
 
 reliability: setup
 	$(PY) benchmarks/reliability.py

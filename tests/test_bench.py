@@ -34,3 +34,19 @@ def test_bench_prints_a_ratio_table_with_a_row_per_approach_and_mode(tmp_path: P
     report = json.loads(out_json.read_text())
     assert report["simulator"] is True
     assert len(report["rows"]) == 2 * len(APPROACHES)
+
+
+def test_the_serving_benchmark_prints_its_three_ratios(tmp_path: Path) -> None:
+    """Tiny and fast: whether a goal is met at this scale is the real run's business, not this test's."""
+    script = SCRIPT.parent / "serving.py"
+    out_json = tmp_path / "serving.json"
+    done = subprocess.run([sys.executable, str(script), "--rounds", "2", "--clients", "4", "--per-client", "1",
+                           "--time-scale", "0.2", "--json", str(out_json)],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stdout + done.stderr  # 1: a goal missed, said on stderr
+    assert ("goal was missed" in done.stderr) == (done.returncode == 1)
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 4 and "SIMULATOR" in done.stdout  # the header and three measures
+    report = json.loads(out_json.read_text())
+    assert report["streaming"]["ratio"] > 0 and report["throughput"]["ratio"] > 0
+    assert report["cpu"]["cpu_ms_self_moa"] > 0
