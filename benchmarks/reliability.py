@@ -5,7 +5,9 @@ small but real latencies (tens of milliseconds) and injected faults. Each scenar
 requests concurrently and sorts every response into exactly one column:
 
 - succeeded: a 200 whose answer is one of the answers its aggregator was shown, built only from
-  usable candidates (each with a final answer line: nothing truncated, empty or failed got in);
+  usable candidates (each with a final answer line: nothing truncated, empty or failed got in), or,
+  when the aggregation gave nothing usable, one of the request's own proposals verbatim (the trace
+  says so);
 - clear errors: an HTTP error status with an OpenAI-shaped body whose message names the approach,
   the model(s) and what the backend said (or, for a malformed body, a 400 naming the field), and
   carries no key;
@@ -133,7 +135,7 @@ def moa_request(tag: str, index: int, model: str, moa: dict[str, Any], **extra: 
     slug, _, backend = model.partition("-")
     proposers = tuple(p if isinstance(p, str) else p["model"] for p in moa.get("proposers", [])) or (backend,)
     models = tuple(dict.fromkeys((*proposers, moa.get("aggregator", backend))))
-    body = {"model": model, "messages": question(tag, index), "moa": moa, **extra}
+    body = {"model": model, "messages": question(tag, index), "moa": {**moa, "trace": True}, **extra}
     return Request(body=body, slug=slug, models=models)
 
 
@@ -227,11 +229,16 @@ def judge_answer(response: httpx.Response, request: Request, calls: list[dict[st
     answer = extract_answer(content or "")
     if answer is None:
         return f"a 200 without a final answer: {content!r:.120}"
+    trace = response.json().get("selfmoa") or {}
+    if trace.get("fallback"):
+        proposals = [p["text"] for p in trace.get("proposals", [])]
+        return None if content in proposals else "a fallback answer that is none of the proposals"
     aggregations = [c for c in calls if c["status"] == 200 and c["candidates"]]
     if not aggregations:
         return "no aggregation call found for this request"
     final = max(aggregations, key=lambda c: c["ended"] or 0)
-    candidates = re.findall(r'<candidate id="\d+">\n(.*?)\n</candidate>', str(final["messages"][0]["content"]), re.S)
+    prompt = "\n".join(str(m.get("content")) for m in final["messages"])
+    candidates = re.findall(r'<candidate id="\d+"[^>]*>\n(.*?)\n</candidate>', prompt, re.S)
     shown = [extract_answer(text) for text in candidates]
     if None in shown:
         return "a candidate without a final answer was aggregated"

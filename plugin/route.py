@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+from flask import Response, current_app, jsonify, request
 
 from selfmoa.approaches import AnswerDelta, Done, Event, OpenAIBackend, Outcome, SelfMoAError
 from selfmoa.approaches.backend import error_fields
@@ -46,7 +47,6 @@ def install(host: Optillm) -> None:
 
 def before_chat(host: Optillm) -> Any:
     """Chat requests: ours are answered here; optillm's get a checked body."""
-    from flask import request
 
     if request.method != "POST" or request.path != CHAT_PATH:
         return None
@@ -69,7 +69,6 @@ def before_chat(host: Optillm) -> Any:
 
 def answer(host: Optillm, body: dict[str, Any], route: Route, scope: RequestScope) -> Any:
     """One of our approaches, answered natively (n > 1: n runs, concurrently)."""
-    from flask import Response, jsonify, request
 
     runtime = current_runtime()
     slug, messages = route.approaches[0], body.get("messages")
@@ -82,7 +81,7 @@ def answer(host: Optillm, body: dict[str, Any], route: Route, scope: RequestScop
     reply = Reply(body.get("model") or route.model)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return start_stream(reply, jobs, scope, include_usage, Response)
+        return start_stream(reply, jobs, scope, include_usage)
     try:
         outcomes = run_all(jobs)
     except PublicError as error:
@@ -108,8 +107,7 @@ class _Stream:
     include_usage: bool
 
 
-def start_stream(reply: Reply, jobs: Sequence[Job], scope: RequestScope, include_usage: bool,
-                 response: Callable[..., Any]) -> Any:
+def start_stream(reply: Reply, jobs: Sequence[Job], scope: RequestScope, include_usage: bool) -> Any:
     """Run until the answer's first piece: an error before it is an HTTP status, after it an
     error event in the stream."""
     merged = merge(jobs)
@@ -122,7 +120,7 @@ def start_stream(reply: Reply, jobs: Sequence[Job], scope: RequestScope, include
     except PublicError as error:
         return error_from(error)
     stream = _Stream(reply, jobs, scope, include_usage)
-    return response(sse_events(stream, itertools.chain(head, merged), merged), mimetype="text/event-stream",
+    return Response(sse_events(stream, itertools.chain(head, merged), merged), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -226,7 +224,6 @@ def with_error_status(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def proxied(*args: Any, **kwargs: Any) -> Any:
-        from flask import current_app
 
         response = current_app.make_response(view(*args, **kwargs))
         scope = current_scope()
@@ -264,7 +261,6 @@ def openai_shaped(response: Any) -> Any:
 
 
 def http_error(error: Any) -> Any:
-    from flask import request
 
     return error_response(error.code, f"{error.name}: {request.method} {request.path}",
                           code=error.name.lower().replace(" ", "_"))
@@ -275,8 +271,6 @@ def with_approach_models(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def listed(*args: Any, **kwargs: Any) -> Any:
-        from flask import current_app, jsonify
-
         response = current_app.make_response(view(*args, **kwargs))
         data = response.get_json(silent=True) if response.status_code == 200 else None
         if not current_runtime().config.list_approaches or not isinstance(data, dict):
@@ -295,7 +289,6 @@ def with_approach_models(view: Callable[..., Any]) -> Callable[..., Any]:
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
                    retry_after: float | None = None) -> Any:
     """An OpenAI-shaped error, so clients raise the right exception with our message."""
-    from flask import jsonify
 
     response = jsonify(error_body(status, message, param=param, code=code))
     response.status_code = status
