@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .ab.command import ab
+
 PLUGINS_DIR = Path(__file__).parent / "optillm_plugins"
 
 
@@ -45,6 +47,9 @@ def sim(host: str, port: int, profile: str | None, seed: int, time_scale: float 
     from .sim import serve as run_sim
 
     run_sim(host=host, port=port, profile_path=profile, seed=seed, time_scale=time_scale)
+
+
+main.add_command(ab)
 
 
 @main.command()
