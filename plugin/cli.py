@@ -53,9 +53,11 @@ main.add_command(ab)
 
 
 @main.command()
-@click.option("--tasks", default=3, show_default=True, type=int, help="Questions per approach.")
-def demo(tasks: int) -> None:
-    """Offline end-to-end demo: simulator + `selfmoa serve`, one request per approach, side by side."""
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N tasks of the bundled set.")
+@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the report and plots go.")
+def demo(limit: int | None, out: Path) -> None:
+    """Offline end-to-end demo: simulator + `selfmoa serve` + `selfmoa ab` of six approaches, report and plots."""
     from .demo import run_demo
 
-    run_demo(tasks)
+    run_demo(limit, out)

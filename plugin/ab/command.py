@@ -54,7 +54,8 @@ def _endpoint(url: str | None, serve: bool, base_url: str | None) -> None:
         raise click.UsageError("name the endpoint: --url URL, or --serve --base-url URL")
 
 
-def _load_app() -> Any:
+def load_app() -> Any:
+    """`selfmoa.ab.app`, or a ClickException naming the install when the `selfmoa[ab]` extra is missing."""
     try:
         from . import app
     except ImportError as error:
@@ -93,7 +94,7 @@ def ab(tasks: str, approaches_text: str, model: str, out: Path, url: str | None,
     if baseline not in approaches:
         raise click.BadParameter(f"{baseline!r} is not among --approaches", param_hint="--baseline")
     moa = _moa(moa_entries, approaches)
-    app = _load_app()
+    app = load_app()
     settings = app.Settings(tasks=tasks, approaches=approaches, model=model, out=out, url=url,
                             serve_base_url=base_url if serve else None, moa=moa, baseline=baseline,
                             concurrency=concurrency, seed=seed, limit=limit, judge=judge, prices=prices,
