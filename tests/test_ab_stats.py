@@ -7,7 +7,14 @@ import math
 
 import pytest
 
-from selfmoa.ab.stats import bootstrap_interval, fit_quality_diversity, mcnemar_exact, percentile, wilson_interval
+from selfmoa.ab.stats import (
+    bootstrap_interval,
+    equation,
+    fit_quality_diversity,
+    mcnemar_exact,
+    percentile,
+    wilson_interval,
+)
 
 Z = 1.959963984540054  # the 97.5% normal quantile
 
@@ -92,3 +99,7 @@ def test_the_quality_diversity_fit_recovers_a_known_plane() -> None:
 def test_the_fit_refuses_too_few_or_degenerate_points() -> None:
     assert fit_quality_diversity([0.1, 0.2, 0.3, 0.4], [1, 2, 3, 1], [0, 1, 0, 1]) is None   # 4 < 5 points
     assert fit_quality_diversity([0.1, 0.2, 0.3, 0.4, 0.5], [2] * 5, [0, 1, 0, 1, 1]) is None  # diversity constant
+
+
+def test_the_fit_reads_with_its_signs() -> None:
+    assert equation(0.8, -0.1, 0.2) == "score = 0.800 quality - 0.100 diversity + 0.200"

@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # before pyplot: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .endpoint import OURS  # noqa: E402
+from .stats import equation  # noqa: E402
 
 COST_PLOT = "accuracy_vs_cost.png"
 QD_PLOT = "quality_diversity.png"
@@ -75,8 +76,9 @@ def plot_quality_diversity(rows: Sequence[Mapping[str, Any]], fit: Mapping[str, 
     else:
         axes.text(0.5, 0.5, "no traced proposals to plot", ha="center", va="center", transform=axes.transAxes)
     raw = fit.get("raw")
-    axes.set_title(f"score = {raw['alpha']:.3f} quality + {raw['beta']:.3f} diversity + {raw['c']:.3f}"
-                   if raw else f"too few varied points to fit ({fit.get('points', 0)})", fontsize=10)
+    title = equation(raw["alpha"], raw["beta"], raw["c"]) if raw else \
+        f"too few varied points to fit ({fit.get('points', 0)})"
+    axes.set_title(title, fontsize=10)
     axes.set_xlabel("proposal quality (mean score of the proposals)")
     axes.set_ylabel("proposal diversity (Vendi score)")
     axes.grid(alpha=0.3)

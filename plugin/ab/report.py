@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import COST_PLOT, QD_PLOT
+from .stats import equation
 
 SIMULATOR_NOTE = ("**These numbers come from `selfmoa sim`, the offline simulator:** its models' accuracies are "
                   "set in a profile file. They demonstrate the tool, not the quality of any model.")
@@ -143,8 +144,8 @@ def _fit_text(fit: Mapping[str, Any]) -> str:
         return (f"Too few points to fit ({fit['points']} traced answers; at least 5 with varying quality and "
                 "diversity are needed).")
     r2 = "n/a" if raw["r2"] is None else f"{raw['r2']:.3f}"
-    return (f"Least squares over {raw['points']} traced answers: score = {raw['alpha']:.4f} * quality + "
-            f"{raw['beta']:.4f} * diversity + {raw['c']:.4f} (R^2 = {r2}). On standardised quality and diversity "
+    return (f"Least squares over {raw['points']} traced answers: {equation(raw['alpha'], raw['beta'], raw['c'], 4)} "
+            f"(R^2 = {r2}). On standardised quality and diversity "
             f"(comparable scales): alpha = {z['alpha']:.4f}, beta = {z['beta']:.4f}. The paper finds alpha well above "
             "beta: quality matters more than diversity.")
 

@@ -67,6 +67,14 @@ class Fit:
     r2: float | None
 
 
+def equation(alpha: float, beta: float, c: float, digits: int = 3) -> str:
+    """The fit as text, signs folded in: "score = 0.800 quality - 0.100 diversity + 0.200"."""
+    def term(value: float) -> str:
+        return f"{'-' if value < 0 else '+'} {abs(value):.{digits}f}"
+
+    return f"score = {alpha:.{digits}f} quality {term(beta)} diversity {term(c)}"
+
+
 def fit_quality_diversity(quality: Sequence[float], diversity: Sequence[float],
                           score: Sequence[float]) -> Fit | None:
     """The least-squares fit, or None when there are too few points or quality/diversity do not vary."""
