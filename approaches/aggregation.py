@@ -1,25 +1,61 @@
 """Aggregation: the aggregator reads fenced candidates and writes one answer (`synthesize`, the
-paper's) or names the best candidate, which is returned verbatim (`select`: nothing invented)."""
+paper's) or names the best candidate, which is returned verbatim (`select`: nothing invented).
+
+An aggregation still unanswered after half the time left is raced by an identical call: by then
+every proposal has been paid for, and one hung call must not lose them all.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
-from .calls import Caller, Deadline, Reply
-from .errors import BackendError, DeadlineExceeded
-from .prompts import aggregation_messages, parse_selection
-from .types import Message, Recipe
+from .backend import Accumulator, Chunk
+from .calls import Caller, Deadline
+from .errors import BackendError, DeadlineExceeded, SelfMoAError, StreamInterrupted
+from .events import AnswerDelta
+from .prompts import SELECT_INSTRUCTIONS, SYNTHESIZE_INSTRUCTIONS, aggregation_messages, parse_selection
+from .types import Candidate, Choice, Message, Recipe
 
 log = logging.getLogger("selfmoa")
 
-# An aggregation still unanswered after this share of the time left is raced by an identical call.
 HEDGE_SHARE = 0.5
-# Sampling fields that would break a `<best>N</best>` reply; the selected text is returned as is.
-_NOT_FOR_SELECTION = ("response_format", "stop")
+# Fields a `<best>N</best>` reply cannot honour; the chosen candidate is returned as it was written.
+_ANSWER_SHAPING = ("response_format", "stop", "tools", "tool_choice", "parallel_tool_calls", "logprobs",
+                   "top_logprobs")
+
+
+def _synthesized(reply: Choice, candidates: Sequence[Candidate], model: str) -> Choice:
+    return reply
+
+
+def _selected(reply: Choice, candidates: Sequence[Candidate], model: str) -> Choice:
+    chosen = parse_selection(reply.content, len(candidates))
+    if chosen is None:
+        log.warning("selfmoa: %s named no valid candidate (%r); returning candidate 1", model, reply.content[:80])
+        chosen = 0
+    return candidates[chosen].choice
+
+
+@dataclass(frozen=True)
+class AggregationMode:
+    """How an aggregation is asked for, and how the aggregator's reply becomes the answer."""
+
+    instructions: str
+    drops: tuple[str, ...]
+    answer: Callable[[Choice, Sequence[Candidate], str], Choice]
+    streams: bool  # the reply is the answer itself, so it can be relayed as it is generated
+
+
+MODES: dict[str, AggregationMode] = {
+    "synthesize": AggregationMode(SYNTHESIZE_INSTRUCTIONS, (), _synthesized, streams=True),
+    "select": AggregationMode(SELECT_INSTRUCTIONS, _ANSWER_SHAPING, _selected, streams=False),
+}
 
 
 def estimate_tokens(messages: Sequence[Message]) -> int:
@@ -27,60 +63,54 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
     return sum(len(str(m.get("content") or "")) // 4 + 4 for m in messages)
 
 
-def fits(recipe: Recipe, messages: Sequence[Message], candidates: Sequence[str]) -> bool:
+def fits(recipe: Recipe, messages: Sequence[Message], candidates: Sequence[Candidate]) -> bool:
     """Whether a one-shot aggregation prompt stays within the aggregator's context budget."""
     if recipe.context_budget is None:
         return True
-    return estimate_tokens(aggregation_messages(messages, candidates, recipe.mode)) <= recipe.context_budget
+    prompt = aggregation_messages(messages, candidates, MODES[recipe.mode].instructions)
+    return estimate_tokens(prompt) <= recipe.context_budget
 
 
-def aggregation_params(recipe: Recipe) -> Mapping[str, Any]:
-    if recipe.mode == "select":
-        return {k: v for k, v in recipe.final_params.items() if k not in _NOT_FOR_SELECTION}
-    return recipe.final_params
+def aggregation_params(recipe: Recipe) -> dict[str, Any]:
+    params = {**recipe.shared_params, **recipe.final_params}
+    return {k: v for k, v in params.items() if k not in MODES[recipe.mode].drops}
 
 
-def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candidates: Sequence[str]) -> str:
-    """One aggregation call over `candidates`; an empty reply is asked for once more."""
-    prompt = aggregation_messages(messages, candidates, recipe.mode)
-    params = aggregation_params(recipe)
+def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candidates: Sequence[Candidate],
+              *, stream: bool = False) -> Generator[AnswerDelta, None, Choice]:
+    """One aggregation over `candidates`; returns the answer. With `stream`, a mode whose reply is
+    the answer yields it piece by piece as the aggregator writes it. An empty reply is asked for
+    once more, then raised as an error."""
+    mode = MODES[recipe.mode]
+    prompt = aggregation_messages(messages, candidates, mode.instructions)
+    call = functools.partial(hedged_stream if stream and mode.streams else hedged_complete, caller,
+                             recipe.aggregator_endpoint, recipe.aggregator, prompt, aggregation_params(recipe))
     for _ in range(2):
-        reply = hedged_chat(caller, recipe.aggregator_endpoint, recipe.aggregator, prompt, params)
-        content = reply.choices[0].content if reply.choices else ""
-        if content.strip():
-            break
-    else:
-        raise BackendError(recipe.aggregator, "returned an empty aggregation twice")
-    if recipe.mode == "synthesize":
-        return content
-    chosen = parse_selection(content, len(candidates))
-    if chosen is None:
-        log.warning("selfmoa: %s named no valid candidate (%r); returning candidate 1", recipe.aggregator, content[:80])
-        chosen = 0
-    return candidates[chosen]
+        reply = yield from call()
+        if reply.content.strip() or reply.tool_calls:
+            return mode.answer(reply, candidates, recipe.aggregator)
+    raise BackendError(recipe.aggregator, "returned an empty aggregation twice")
 
 
-def hedged_chat(
-    caller: Caller, endpoint: str, model: str, prompt: Sequence[Message], params: Mapping[str, Any]
-) -> Reply:
-    """One chat call, raced by an identical second one if it has not answered by half the time left.
-
-    By the time the aggregation runs every proposal has been paid for: one hung aggregation call
-    must not lose them all. A call that fails outright is not raced; its error stands.
-    """
+def hedged_complete(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
+                    params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
+    """One whole call, raced by an identical one if it has not answered by half the time left.
+    A call that fails outright is not raced; its error stands."""
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="selfmoa-aggregate")
-    call = functools.partial(caller.chat, endpoint, model, prompt, params)
+    call = functools.partial(caller.complete, endpoint, model, prompt, params)
     try:
         futures = [pool.submit(call)]
         if not wait(futures, timeout=caller.deadline.remaining() * HEDGE_SHARE).done:
             log.info("selfmoa: %s has not answered the aggregation yet; racing a second call", model)
             futures.append(pool.submit(call))
-        return _first_success(futures, caller.deadline, model)
+        completion = _first_success(futures, caller.deadline, model)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+    return completion.choices[0] if completion.choices else Choice(content="")
+    yield  # a generator like `hedged_stream`, with nothing to stream
 
 
-def _first_success(futures: list[Future[Reply]], deadline: Deadline, model: str) -> Reply:
+def _first_success(futures: list[Future[Any]], deadline: Deadline, model: str) -> Any:
     pending, error = set(futures), None
     while pending:
         done, pending = wait(pending, timeout=deadline.remaining() + 1.0, return_when=FIRST_COMPLETED)
@@ -91,3 +121,118 @@ def _first_success(futures: list[Future[Reply]], deadline: Deadline, model: str)
                 return future.result()
             error = error or future.exception()
     raise error or DeadlineExceeded(f"{model}: no answer before the deadline")
+
+
+def hedged_stream(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
+                  params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
+    """One streamed call (raced like `hedged_complete` until a first chunk arrives), relayed from
+    its first piece of output on; returns the whole reply. Nothing is relayed of a reply that
+    stays empty, so it can still be asked for again."""
+    chunks = _first_to_stream(caller, endpoint, model, prompt, params)
+    reply, held = Accumulator(), []
+    try:
+        for chunk in chunks:
+            for delta in chunk.deltas:
+                if delta.index == 0:
+                    reply.add(delta)
+                    held.append(AnswerDelta(delta))
+            if reply.has_output:
+                yield from held
+                held = []
+    except SelfMoAError as error:
+        if not reply.has_output:
+            raise
+        raise StreamInterrupted(f"{model}: the answer's stream broke off ({error})") from None
+    finally:
+        chunks.close()
+    if reply.has_output:
+        yield from held
+    return reply.choice()
+
+
+class _Race:
+    """Up to two identical streams; the first to deliver a chunk wins, any other is closed."""
+
+    def __init__(self, open_stream: Callable[[], Iterator[Chunk]]) -> None:
+        self.open_stream = open_stream
+        self.lock = threading.Lock()
+        self.settled = threading.Event()
+        self.winner: tuple[Chunk | None, Iterator[Chunk]] | None = None
+        self.errors: list[SelfMoAError] = []
+        self.running = 0
+        self.abandoned = False
+
+    def start(self) -> None:
+        with self.lock:
+            self.running += 1
+        threading.Thread(target=self._run, name="selfmoa-aggregate-stream", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            chunks = self.open_stream()
+            first = next(chunks, None)
+        except SelfMoAError as error:
+            with self.lock:
+                self.errors.append(error)
+                self.running -= 1
+                if self.running == 0:
+                    self.settled.set()
+            return
+        with self.lock:
+            if self.winner is None and not self.abandoned:
+                self.winner = (first, chunks)
+                self.settled.set()
+                return
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()
+
+    def outcome(self, model: str) -> tuple[Chunk | None, Iterator[Chunk]]:
+        with self.lock:
+            if self.winner is not None:
+                return self.winner
+            self.abandoned = True
+            raise self.errors[0] if self.errors else DeadlineExceeded(f"{model}: no answer before the deadline")
+
+
+def _first_to_stream(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
+                     params: Mapping[str, Any]) -> Generator[Chunk, None, None]:
+    race = _Race(functools.partial(caller.stream, endpoint, model, prompt, params))
+    race.start()
+    if not race.settled.wait(caller.deadline.remaining() * HEDGE_SHARE):
+        log.info("selfmoa: %s has not started streaming the aggregation yet; racing a second call", model)
+        race.start()
+    race.settled.wait(caller.deadline.remaining() + 1.0)
+    first, chunks = race.outcome(model)
+    try:
+        if first is not None:
+            yield first
+        yield from chunks
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()
+
+
+@dataclass(frozen=True)
+class Answered:
+    """How an answer was reached: one aggregation, Seq rounds, or a fallback (and why)."""
+
+    choice: Choice
+    rounds: int
+    sequential: bool
+    fallback: str | None = None
+
+
+def fall_back(candidates: Sequence[Candidate], synthesis: Choice | None, error: SelfMoAError, rounds: int,
+              sequential: bool) -> Answered:
+    """The answer when the aggregation gave nothing usable: the last synthesis, else the first
+    complete proposal (else the first): a plain call would have answered, so must we."""
+    if synthesis is not None:
+        choice, what = synthesis, "the previous round's synthesis"
+    else:
+        best = next((c for c in candidates if not c.cut_off), candidates[0])
+        choice, what = best.choice, "a proposal"
+    reason = f"the aggregation gave nothing usable ({error}); answered with {what}"
+    log.warning("selfmoa: %s", reason)
+    return Answered(choice, rounds, sequential, fallback=reason)

@@ -1,30 +1,25 @@
 """One chat call, made robustly: bounded by the request's deadline, retried when the failure is
 transient, and adapted (once, then remembered) when a backend refuses a parameter.
 
-Every call of a request goes through one `Caller`, which also counts calls and completion tokens.
+Every call of a request goes through one `Caller`, which also counts calls and tokens, per model.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
-import openai
-
-from .errors import BackendError, ContextTooLong, DeadlineExceeded, ParameterRefused
-from .types import Message
+from .backend import ADAPTABLE, Backend, Chunk, Completion
+from .errors import DeadlineExceeded, ParameterRefused, TransientError
+from .types import Message, Usage
 
 log = logging.getLogger("selfmoa")
 
-ADAPTABLE = ("max_tokens", "temperature", "top_p", "n", "seed", "stop")  # n: see sampling.sample
-_CONTEXT_HINTS = ("context_length", "context length", "context size", "context window", "maximum context")
-_TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class Deadline:
@@ -97,17 +92,7 @@ class BackendMemory:
             self._refused[key] = self._refused.get(key, frozenset()) | {param}
 
 
-@dataclass(frozen=True)
-class Choice:
-    content: str
-    reasoning: str | None
-    finish_reason: str | None
-
-
-@dataclass(frozen=True)
-class Reply:
-    choices: list[Choice]
-    completion_tokens: int
+T = TypeVar("T")
 
 
 def adapt(params: Mapping[str, Any], refused: frozenset[str]) -> dict[str, Any]:
@@ -120,35 +105,51 @@ def adapt(params: Mapping[str, Any], refused: frozenset[str]) -> dict[str, Any]:
 
 @dataclass
 class Caller:
-    """Makes the chat calls of one request against named endpoints (clients built by the proxy)."""
+    """Makes the calls of one request against named backends, within the request's deadline."""
 
-    clients: Mapping[str, Any]
+    backends: Mapping[str, Backend]
     memory: BackendMemory
     deadline: Deadline
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    calls: int = 0
-    completion_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
+    usage_by_model: dict[str, Usage] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def chat(
-        self,
-        endpoint: str,
-        model: str,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        n: int = 1,
-        deadline: Deadline | None = None,
-    ) -> Reply:
+    def complete(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
+                 n: int = 1, deadline: Deadline | None = None) -> Completion:
         """One call that returns up to `n` choices, or raises a `SelfMoAError` saying why not."""
-        deadline = deadline or self.deadline
+        wanted = {**params, "n": n} if n > 1 else dict(params)
+
+        def send(body: dict[str, Any], timeout: float) -> Completion:
+            completion = self.backends[endpoint].complete(model, messages, body, timeout=timeout)
+            self._account(model, completion.usage)
+            return completion
+
+        return self._attempts(endpoint, model, wanted, deadline or self.deadline, send)
+
+    def stream(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
+               deadline: Deadline | None = None) -> Iterator[Chunk]:
+        """One streamed call; opening it is retried like any call, the chunks are not."""
+        wanted = {**params, "stream_options": {"include_usage": True}}
+
+        def send(body: dict[str, Any], timeout: float) -> Iterator[Chunk]:
+            return self._counted(model, self.backends[endpoint].stream(model, messages, body, timeout=timeout))
+
+        return self._attempts(endpoint, model, wanted, deadline or self.deadline, send)
+
+    def _attempts(self, endpoint: str, model: str, params: dict[str, Any], deadline: Deadline,
+                  send: Callable[[dict[str, Any], float], T]) -> T:
         adapted: set[str] = set()
         attempt = 0
         while True:
-            refused = self.memory.refused(endpoint, model)
-            body = adapt(params, refused) | ({"n": n} if n > 1 else {})
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"{model}: deadline reached before the call could be made")
+            with self._lock:
+                self.usage.calls += 1
+                self.usage_by_model.setdefault(model, Usage()).calls += 1
             try:
-                return self._send(endpoint, model, messages, body, deadline)
+                return send(adapt(params, self.memory.refused(endpoint, model)), remaining)
             except ParameterRefused as refusal:
                 # `n` is the sampler's to adapt (it knows how many samples it still needs)
                 if refusal.param == "n" or refusal.param in adapted or refusal.param not in ADAPTABLE:
@@ -156,97 +157,39 @@ class Caller:
                 log.info("selfmoa: %s refuses %r; adapting and remembering", model, refusal.param)
                 self.memory.refuse(endpoint, model, refusal.param)
                 adapted.add(refusal.param)
-            except _Transient as transient:
+            except TransientError as transient:
+                if transient.timed_out and deadline.expired():
+                    raise DeadlineExceeded(f"{model}: no answer before the deadline") from None
                 attempt += 1
                 pause = self.retry.delay(attempt, transient.retry_after, deadline.remaining())
                 if pause is None:
-                    raise transient.error from None
+                    raise
                 time.sleep(pause)
 
-    def _send(
-        self, endpoint: str, model: str, messages: Sequence[Message], body: Mapping[str, Any], deadline: Deadline
-    ) -> Reply:
-        remaining = deadline.remaining()
-        if remaining <= 0:
-            raise DeadlineExceeded(f"{model}: deadline reached before the call could be made")
-        client = self.clients[endpoint]
-        if hasattr(client, "with_options"):
-            client = client.with_options(timeout=remaining, max_retries=0)
-        with self._lock:
-            self.calls += 1
+    def _counted(self, model: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        """The chunks, with the call's usage accounted at the end (estimated from the chunks when the
+        backend reports none: one token per content chunk, as servers send them)."""
+        reported, pieces = None, 0
         try:
-            response = client.chat.completions.create(model=model, messages=list(messages), **body)
-        except openai.APIStatusError as error:
-            raise _classify_status(model, error) from None
-        except openai.APITimeoutError:
-            if deadline.expired():
-                raise DeadlineExceeded(f"{model}: no answer before the deadline") from None
-            raise _Transient(BackendError(model, "timed out")) from None
-        except openai.APIConnectionError as error:
-            raise _Transient(BackendError(model, f"connection error ({error.__cause__ or error})")) from None
-        return _reply(response, self)
+            for chunk in chunks:
+                reported = chunk.usage or reported
+                pieces += sum(1 for d in chunk.deltas if d.content or d.tool_calls)
+                yield chunk
+        finally:
+            self._account(model, reported or Usage(completion_tokens=pieces))
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()
 
+    def spent(self) -> tuple[Usage, dict[str, Usage]]:
+        """Copies of the usage so far: in all, and per model."""
+        with self._lock:
+            return replace(self.usage), {model: replace(u) for model, u in self.usage_by_model.items()}
 
-class _Transient(Exception):
-    """A failure worth retrying; carries the error to raise when retries run out."""
-
-    def __init__(self, error: BackendError, retry_after: float | None = None) -> None:
-        self.error = error
-        self.retry_after = retry_after
-
-
-def _reply(response: Any, caller: Caller) -> Reply:
-    usage = getattr(response, "usage", None)
-    tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-    with caller._lock:
-        caller.completion_tokens += tokens
-    choices = [
-        Choice(
-            content=(choice.message.content or "") if choice.message else "",
-            reasoning=getattr(choice.message, "reasoning_content", None) if choice.message else None,
-            finish_reason=choice.finish_reason,
-        )
-        for choice in (response.choices or [])
-    ]
-    return Reply(choices=choices, completion_tokens=tokens)
-
-
-def _error_fields(error: openai.APIStatusError) -> tuple[str, str | None, str | None]:
-    """(message, param, code) of an error body, OpenAI-shaped or not."""
-    body = error.body
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        body = body["error"]
-    if isinstance(body, dict):
-        message = str(body.get("message") or error.message)
-        return message, body.get("param"), body.get("code") or body.get("type")
-    return str(error.message), None, None
-
-
-def _classify_status(model: str, error: openai.APIStatusError) -> Exception:
-    status = error.status_code
-    message, param, code = _error_fields(error)
-    if status in _TRANSIENT_STATUS:
-        return _Transient(BackendError(model, message, status=status), _retry_after(error))
-    lowered = f"{code or ''} {message}".lower()
-    if any(hint in lowered for hint in _CONTEXT_HINTS):
-        return ContextTooLong(model, message, status=status)
-    if status in (400, 422):
-        refused = param if param in ADAPTABLE else _param_named_in(message)
-        if refused:
-            return ParameterRefused(model, message, param=refused, status=status)
-    return BackendError(model, message, status=status)
-
-
-def _param_named_in(message: str) -> str | None:
-    for param in ADAPTABLE:
-        if re.search(rf"['\"`]{param}['\"`]|\b{param} (must|is not|not supported)", message):
-            return param
-    return None
-
-
-def _retry_after(error: openai.APIStatusError) -> float | None:
-    value = error.response.headers.get("retry-after") if error.response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    def _account(self, model: str, usage: Usage) -> None:
+        """Tokens of one call (its `calls` were counted when it was sent)."""
+        tokens = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                       cached_tokens=usage.cached_tokens)
+        with self._lock:
+            self.usage.add(tokens)
+            self.usage_by_model.setdefault(model, Usage()).add(tokens)

@@ -3,22 +3,27 @@
 Self-MoA and Mixed-MoA differ only in their `Recipe.proposers` (one model sampled k times, or
 several models); the Seq variants set `Recipe.sequential`. A one-shot aggregation that would not
 fit the aggregator's context budget, or that the backend rejects as too long, becomes Seq.
+
+The run is a stream of events (`moa_events`): proposals as they arrive, rounds, and, when asked
+to stream, the answer piece by piece as the aggregator writes it. `run_moa` drains it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .aggregation import aggregate, fits
+from .aggregation import Answered, aggregate, fall_back, fits
+from .backend import deltas_of
 from .calls import Caller
-from .errors import ContextTooLong, NotEnoughProposals
+from .errors import ContextTooLong, NotEnoughProposals, SelfMoAError, StreamInterrupted
+from .events import AnswerDelta, Done, Event, ProposalsArrived
 from .prompts import reference_messages
 from .sampling import propose
-from .seq import rechunk, rounds_needed, sequential, stream_windows
-from .types import Batch, Message, Outcome, Recipe, Sample
+from .seq import rechunk, rounds, rounds_needed, stream_windows, windows
+from .types import Batch, Candidate, Message, Outcome, Recipe, Sample
 
 log = logging.getLogger("selfmoa")
 
@@ -27,8 +32,9 @@ PROPOSAL_SHARE = 0.6
 
 
 def proposer_params(recipe: Recipe) -> dict[str, Any]:
-    """Proposers sample at the recipe's temperature; the request's own fields shape only the answer."""
-    params: dict[str, Any] = {"temperature": recipe.temperature}
+    """Proposers sample at the recipe's temperature; the request's own sampling fields shape only
+    the answer, while the fields every call shares (tools, logprobs) reach them too."""
+    params: dict[str, Any] = {**recipe.shared_params, "temperature": recipe.temperature}
     if recipe.max_tokens is not None:
         params["max_tokens"] = recipe.max_tokens
     return params
@@ -39,44 +45,76 @@ def max_calls(recipe: Recipe) -> int:
     aggregation round (the hedging race). Retries of transient failures and a repeated empty
     aggregation come on top; the deadline bounds those."""
     samples = recipe.total_samples
-    rounds = rounds_needed(samples, recipe.window, recipe.synthesis_slots)
-    return samples * recipe.layers + 2 * rounds
+    return samples * recipe.layers + 2 * rounds_needed(samples, recipe.window, recipe.synthesis_slots)
 
 
 def run_moa(recipe: Recipe, messages: Sequence[Message], caller: Caller) -> Outcome:
     """Answer the conversation `messages` with the recipe's proposers and aggregator."""
-    seen = Batch()
+    for event in moa_events(recipe, messages, caller):
+        if isinstance(event, Done):
+            return event.outcome
+    raise AssertionError("moa_events ended without Done")  # pragma: no cover
+
+
+def moa_events(recipe: Recipe, messages: Sequence[Message], caller: Caller, *, stream: bool = False
+               ) -> Iterator[Event]:
+    """The run as events, ending with `Done`. With `stream`, `AnswerDelta`s carry the answer:
+    live from the aggregator where it writes the answer itself, else in one piece at the end."""
+    seen, streamed = Batch(), False
+    run = _answer(caller, recipe, messages, stream)
+    while True:
+        try:
+            event = next(run)
+        except StopIteration as stop:
+            answered: Answered = stop.value
+            break
+        if isinstance(event, ProposalsArrived):
+            seen.extend(event.batch)
+        streamed = streamed or isinstance(event, AnswerDelta)
+        yield event
+    if stream and not streamed:
+        yield from (AnswerDelta(delta) for delta in deltas_of(answered.choice))
+    yield Done(_outcome(caller, answered, seen))
+
+
+def _answer(caller: Caller, recipe: Recipe, messages: Sequence[Message], stream: bool
+            ) -> Generator[Event, None, Answered]:
     last = Batch()
     for layer in range(1, recipe.layers + 1):
-        prompt = messages if layer == 1 else reference_messages(messages, [s.text for s in last.samples])
+        prompt = messages if layer == 1 else reference_messages(messages, [s.candidate for s in last.samples])
         if layer == recipe.layers and recipe.sequential:
-            return _finish_seq(caller, recipe, messages, prompt, seen)
-        batch = propose(
-            caller,
-            recipe.proposers,
-            prompt,
-            proposer_params(recipe),
-            caller.deadline.share(PROPOSAL_SHARE / (recipe.layers - layer + 1)),
-            include_reasoning=recipe.include_reasoning,
-            enough=recipe.min_samples,
-            grace=recipe.grace,
-        )
-        seen.extend(batch)
+            return (yield from _seq(caller, recipe, messages, prompt, layer, stream))
+        deadline = caller.deadline.share(PROPOSAL_SHARE / (recipe.layers - layer + 1))
+        batch = propose(caller, recipe.proposers, prompt, proposer_params(recipe), deadline,
+                        include_reasoning=recipe.include_reasoning, enough=recipe.min_samples, grace=recipe.grace)
+        yield ProposalsArrived(layer, batch)
         _require(recipe, batch)
         last = batch
-    return _aggregate_once(caller, recipe, messages, last.samples, seen)
+    return (yield from _aggregate_once(caller, recipe, messages, last.samples, stream))
 
 
-def _aggregate_once(
-    caller: Caller, recipe: Recipe, messages: Sequence[Message], samples: list[Sample], seen: Batch
-) -> Outcome:
-    candidates = [s.text for s in samples]
+def _seq(caller: Caller, recipe: Recipe, messages: Sequence[Message], prompt: Sequence[Message], layer: int,
+         stream: bool) -> Generator[Event, None, Answered]:
+    deadline = caller.deadline.share(PROPOSAL_SHARE)
+    batches = stream_windows(caller, recipe, prompt, proposer_params(recipe), deadline)
+    total = len(windows(recipe.proposers, recipe.window, recipe.synthesis_slots))
+    return (yield from rounds(caller, recipe, messages, batches, total=total, layer=layer, stream=stream))
+
+
+def _aggregate_once(caller: Caller, recipe: Recipe, messages: Sequence[Message], samples: list[Sample],
+                    stream: bool) -> Generator[Event, None, Answered]:
+    candidates = [s.candidate for s in samples]
     if fits(recipe, messages, candidates):
         try:
-            return _outcome(caller, aggregate(caller, recipe, messages, candidates), 1, False, seen)
+            choice = yield from aggregate(caller, recipe, messages, candidates, stream=stream)
+            return Answered(choice, 1, False)
         except ContextTooLong as error:
             log.info("selfmoa: %s; switching to Seq aggregation", error)
             recipe = _with_window(recipe, max(2, min(recipe.window, len(candidates) // 2)))
+        except StreamInterrupted:
+            raise
+        except SelfMoAError as error:
+            return fall_back(candidates, None, error, 0, False)
     else:
         recipe = _with_window(recipe, fitting_window(recipe, messages, candidates))
         log.info(
@@ -85,37 +123,22 @@ def _aggregate_once(
             len(candidates), recipe.aggregator, recipe.context_budget, recipe.window, recipe.synthesis_slots,
         )
     while True:
+        batches = rechunk(samples, recipe.window, recipe.synthesis_slots)
         try:
-            batches = rechunk(samples, recipe.window, recipe.synthesis_slots)
-            text, rounds, _ = sequential(caller, recipe, messages, batches)
+            return (yield from rounds(caller, recipe, messages, batches, total=len(batches), stream=stream,
+                                      narrowable=recipe.window > 2))
         except ContextTooLong as error:
-            if recipe.window <= 2:
-                raise
             log.info("selfmoa: %s; narrowing the Seq window to %d", error, recipe.window - 1)
             recipe = _with_window(recipe, recipe.window - 1)
-            continue
-        assert text is not None
-        return _outcome(caller, text, rounds, True, seen)
 
 
-def fitting_window(recipe: Recipe, messages: Sequence[Message], candidates: Sequence[str]) -> int:
+def fitting_window(recipe: Recipe, messages: Sequence[Message], candidates: Sequence[Candidate]) -> int:
     """The widest window (at most `recipe.window`, at least 2) whose longest candidates fit the budget."""
-    longest = sorted(candidates, key=len, reverse=True)
+    longest = sorted(candidates, key=lambda c: len(c.text), reverse=True)
     for window in range(min(recipe.window, len(candidates)), 2, -1):
         if fits(recipe, messages, longest[:window]):
             return window
     return 2
-
-
-def _finish_seq(
-    caller: Caller, recipe: Recipe, messages: Sequence[Message], prompt: Sequence[Message], seen: Batch
-) -> Outcome:
-    batches = stream_windows(caller, recipe, prompt, proposer_params(recipe), caller.deadline.share(PROPOSAL_SHARE))
-    text, rounds, last = sequential(caller, recipe, messages, batches)
-    seen.extend(last)
-    _require(recipe, last)
-    assert text is not None
-    return _outcome(caller, text, rounds, True, seen)
 
 
 def _require(recipe: Recipe, batch: Batch) -> None:
@@ -128,13 +151,9 @@ def _with_window(recipe: Recipe, window: int) -> Recipe:
     return replace(recipe, window=window, synthesis_slots=min(recipe.synthesis_slots, max(1, window // 2)))
 
 
-def _outcome(caller: Caller, text: str, rounds: int, seq: bool, seen: Batch) -> Outcome:
-    return Outcome(
-        text=text,
-        completion_tokens=caller.completion_tokens,
-        calls=caller.calls,
-        rounds=rounds,
-        sequential=seq,
-        proposals=list(seen.samples),
-        failures=list(seen.failures),
-    )
+def _outcome(caller: Caller, answered: Answered, seen: Batch) -> Outcome:
+    usage, by_model = caller.spent()
+    return Outcome(answer=answered.choice, usage=usage, usage_by_model=by_model, rounds=answered.rounds,
+                   sequential=answered.sequential, proposals=list(seen.samples), failures=list(seen.failures),
+                   fallback=answered.fallback)
+

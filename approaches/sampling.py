@@ -14,29 +14,25 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from .calls import Caller, Deadline, Reply
-from .errors import DeadlineExceeded, ParameterRefused, SelfMoAError
-from .prompts import strip_reasoning
+from .backend import Completion
+from .calls import Caller, Deadline
+from .errors import BackendError, DeadlineExceeded, ParameterRefused, SelfMoAError
+from .prompts import candidate_of
 from .types import Batch, Failure, Message, Proposer, Sample
 
 log = logging.getLogger("selfmoa")
 
 
-def usable(reply: Reply, model: str, include_reasoning: bool) -> Batch:
-    """Sort a reply's choices into usable samples and dropped ones."""
+def usable(completion: Completion, model: str, include_reasoning: bool) -> Batch:
+    """Sort a reply's choices into usable samples and dropped (empty) ones."""
     batch = Batch()
-    share = reply.completion_tokens // max(1, len(reply.choices))
-    for choice in reply.choices:
-        if choice.finish_reason == "length":
-            batch.failures.append(Failure(model, "truncated (finish_reason=length)"))
-            continue
-        text = choice.content.strip() if include_reasoning else strip_reasoning(choice.content)
-        if include_reasoning and choice.reasoning:
-            text = f"<think>{choice.reasoning}</think>\n{text}"
-        if not strip_reasoning(text):
+    share = completion.usage.completion_tokens // max(1, len(completion.choices))
+    for choice in completion.choices:
+        candidate = candidate_of(choice, include_reasoning)
+        if candidate is None:
             batch.failures.append(Failure(model, "empty response"))
-            continue
-        batch.samples.append(Sample(text=text, model=model, completion_tokens=share))
+        else:
+            batch.samples.append(Sample(candidate=candidate, model=model, completion_tokens=share))
     return batch
 
 
@@ -57,10 +53,10 @@ def sample(
 
     def call(n: int) -> Batch:
         try:
-            reply = caller.chat(endpoint, model, messages, params, n=n, deadline=deadline)
+            completion = caller.complete(endpoint, model, messages, params, n=n, deadline=deadline)
         except SelfMoAError as error:
             return failed(model, error, n)
-        return usable(reply, model, include_reasoning)
+        return usable(completion, model, include_reasoning)
 
     def fan_out(count: int, size: int, have: int = 0) -> Batch:
         sizes = [min(size, count - start) for start in range(0, count, size)]
@@ -72,7 +68,7 @@ def sample(
     if wanted == 1 or limit is not None:
         return fan_out(wanted, limit or 1)
     try:
-        reply = caller.chat(endpoint, model, messages, params, n=wanted, deadline=deadline)
+        completion = caller.complete(endpoint, model, messages, params, n=wanted, deadline=deadline)
     except ParameterRefused as refusal:
         if refusal.param != "n":
             return failed(model, refusal, wanted)
@@ -82,8 +78,8 @@ def sample(
         return fan_out(wanted, limit)
     except SelfMoAError as error:
         return failed(model, error, wanted)
-    got = len(reply.choices)
-    batch = usable(reply, model, include_reasoning)
+    got = len(completion.choices)
+    batch = usable(completion, model, include_reasoning)
     if got < wanted:
         log.info("selfmoa: %s returned %d of n=%d choices; topping up (remembered)", model, got, wanted)
         caller.memory.limit_n(endpoint, model, max(got, 1))
@@ -141,7 +137,10 @@ def gather(
 def failed(model: str, error: SelfMoAError, count: int) -> Batch:
     """`count` samples lost to one failed call, with what the backend said."""
     reason = str(error).removeprefix(f"{model}: ")
-    return Batch(failures=[Failure(model, reason, isinstance(error, DeadlineExceeded))] * count)
+    status = error.backend_status if isinstance(error, BackendError) else None
+    timed_out = isinstance(error, DeadlineExceeded)
+    failure = Failure(model, reason, timed_out, status=status, code=error.code, retry_after=error.retry_after)
+    return Batch(failures=[failure] * count)
 
 
 def collect(results: Sequence[Batch | None], expected: Sequence[tuple[str, int]]) -> Batch:

@@ -9,16 +9,18 @@ all earlier samples), plus the next `window - synthesis_slots` samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from .aggregation import aggregate
+from .aggregation import Answered, aggregate, fall_back
 from .calls import Caller, Deadline
-from .prompts import strip_reasoning
+from .errors import ContextTooLong, NotEnoughProposals, SelfMoAError, StreamInterrupted
+from .events import Event, ProposalsArrived, RoundDone
+from .prompts import candidate_of
 from .sampling import collect, sample
-from .types import Batch, Message, Proposer, Recipe, Sample
+from .types import Batch, Candidate, Choice, Failure, Message, Proposer, Recipe, Sample
 
 
 def rounds_needed(samples: int, window: int, synthesis_slots: int) -> int:
@@ -75,21 +77,52 @@ def stream_windows(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def sequential(
+def rounds(
     caller: Caller,
     recipe: Recipe,
     messages: Sequence[Message],
     batches: Iterable[Batch],
-) -> tuple[str | None, int, Batch]:
-    """Run the rounds; returns (final synthesis or None, rounds, every sample and failure seen)."""
-    synthesis: str | None = None
-    rounds = 0
-    seen = Batch()
-    for batch in batches:
-        seen.extend(batch)
+    *,
+    total: int,
+    layer: int | None = None,
+    stream: bool = False,
+    narrowable: bool = False,
+) -> Generator[Event, None, Answered]:
+    """Aggregate `total` windows in rounds; the last round streams when asked.
+
+    Fresh windows (`layer` given) are announced and must hold `min_samples` usable proposals in
+    all. A round that gives nothing usable ends the rounds with the last synthesis (or a
+    proposal); a context overflow is raised instead when the caller can narrow the window.
+    """
+    synthesis: Choice | None = None
+    done = 0
+    read: list[Candidate] = []
+    failures: list[Failure] = []
+    for index, batch in enumerate(batches):
+        if layer is not None:
+            yield ProposalsArrived(layer, batch)
+        failures += batch.failures
         if not batch.samples:
             continue
-        carried = [strip_reasoning(synthesis)] * recipe.synthesis_slots if synthesis is not None else []
-        synthesis = aggregate(caller, recipe, messages, carried + [s.text for s in batch.samples])
-        rounds += 1
-    return synthesis, rounds, seen
+        fresh = [s.candidate for s in batch.samples]
+        read += fresh
+        carried = [_carried(synthesis)] * recipe.synthesis_slots if synthesis is not None else []
+        try:
+            synthesis = yield from aggregate(caller, recipe, messages, carried + fresh,
+                                             stream=stream and index == total - 1)
+        except StreamInterrupted:
+            raise
+        except SelfMoAError as error:
+            if narrowable and isinstance(error, ContextTooLong):
+                raise
+            return fall_back(read, synthesis, error, done, True)
+        done += 1
+        yield RoundDone(done, synthesis)
+    if synthesis is None or len(read) < recipe.min_samples:
+        raise NotEnoughProposals(len(read), recipe.min_samples, failures)
+    return Answered(synthesis, done, True)
+
+
+def _carried(synthesis: Choice) -> Candidate:
+    """The running synthesis as the next round reads it (cut off, if it was)."""
+    return candidate_of(synthesis) or Candidate(text="", choice=synthesis)

@@ -21,7 +21,12 @@ class Proposer:
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """Everything one MoA request does, resolved and validated before any call is made."""
+    """Everything one MoA request does, resolved and validated before any call is made.
+
+    `final_params` are the request's own fields that shape the answer the user sees (sampling,
+    format); `shared_params` reach every call, proposers included (tools, logprobs, backend knobs):
+    a proposer that cannot see the tools cannot propose calling one.
+    """
 
     proposers: tuple[Proposer, ...]
     aggregator: str
@@ -39,28 +44,83 @@ class Recipe:
     timeout: float = 120.0
     grace: float | None = None
     final_params: dict[str, Any] = field(default_factory=dict)
+    shared_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_samples(self) -> int:
         return sum(p.samples for p in self.proposers)
 
 
+@dataclass
+class Usage:
+    """Token counts of one call or a sum of calls (`cached_tokens`: prompt tokens a cache served)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+
+
 @dataclass(frozen=True)
-class Sample:
-    """One usable proposal: its answer text (reasoning removed unless asked for) and its cost."""
+class Choice:
+    """One reply of a model: text and/or tool calls (OpenAI form), and how it ended."""
+
+    content: str = ""
+    reasoning: str | None = None
+    finish_reason: str | None = "stop"
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    logprobs: dict[str, Any] | None = None
+
+    @property
+    def cut_off(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the aggregator reads of one reply (`text`), and the reply itself, to return verbatim."""
 
     text: str
+    choice: Choice
+
+    @property
+    def cut_off(self) -> bool:
+        return self.choice.cut_off
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One usable proposal: its candidate form and its cost."""
+
+    candidate: Candidate
     model: str
     completion_tokens: int = 0
+
+    @property
+    def text(self) -> str:
+        return self.candidate.text
 
 
 @dataclass(frozen=True)
 class Failure:
-    """A proposal that could not be used, and why (shown to the user when too few remain)."""
+    """A proposal that could not be used, and why (shown to the user when too few remain).
+
+    `status` is the backend's HTTP status when it gave one: when every proposal got the same client
+    error (a context overflow, an unknown model), the request is answered with it.
+    """
 
     model: str
     reason: str
     timed_out: bool = False
+    status: int | None = None
+    code: str | None = None
+    retry_after: float | None = None
 
 
 @dataclass
@@ -77,12 +137,29 @@ class Batch:
 
 @dataclass
 class Outcome:
-    """The answer and the trace of how it was reached (proposals are kept for A/B analysis)."""
+    """The answer and the trace of how it was reached (proposals are kept for A/B analysis).
 
-    text: str
-    completion_tokens: int
-    calls: int
+    `fallback` says why the answer is a proposal or an earlier synthesis when the aggregation gave
+    nothing usable; None when the aggregator's answer stands.
+    """
+
+    answer: Choice
+    usage: Usage
+    usage_by_model: dict[str, Usage]
     rounds: int
     sequential: bool
     proposals: list[Sample]
     failures: list[Failure]
+    fallback: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.answer.content
+
+    @property
+    def calls(self) -> int:
+        return self.usage.calls
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.usage.completion_tokens

@@ -11,16 +11,22 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
-from selfmoa.approaches import DEFAULT_ENDPOINT, Proposer, Recipe, SelfMoAError, max_calls
+from selfmoa.approaches import DEFAULT_ENDPOINT, VARIANTS, Proposer, Recipe, SelfMoAError, max_calls
 
-SLUGS = ("self_moa", "mixed_moa", "self_moa_seq", "mixed_moa_seq")
-FINAL_FIELDS = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_format")
+SLUGS = tuple(VARIANTS)
+# The request's own fields that shape the answer the user sees: they reach the final aggregation.
+FINAL_FIELDS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "response_format",
+                "frequency_penalty", "presence_penalty", "logit_bias")
+# Fields about the request itself, never sent to a backend. Every other field reaches every call
+# (tools, logprobs, backend-specific knobs), as it would reach the plain model.
+OWN_FIELDS = ("model", "messages", "n", "stream", "stream_options", "moa", "optillm_approach")
 BUILT_IN: dict[str, Any] = {
     "samples": 6,
     "temperature": 0.7,
@@ -31,6 +37,7 @@ BUILT_IN: dict[str, Any] = {
     "min_samples": 1,
     "timeout": 120.0,
     "include_reasoning": False,
+    "trace": False,
 }
 
 
@@ -85,6 +92,7 @@ class Options(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     grace: float | None = Field(default=None, ge=0)
     include_reasoning: bool | None = None
+    trace: bool | None = None
     preset: str | None = Field(default=None, min_length=1)
 
 
@@ -113,6 +121,12 @@ class RequestFields(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     response_format: dict[str, Any] | None = None
+    stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
 class Caps(BaseModel):
@@ -144,6 +158,7 @@ class ServerConfig(BaseModel):
     caps: Caps = Caps()
     endpoints: dict[str, Endpoint] = {}
     models: dict[str, ModelInfo] = {}
+    list_approaches: bool = True  # /v1/models also lists `self_moa-M`, ... for each backend model
 
 
 def load_server_config(path: str | Path | None) -> ServerConfig:
@@ -234,27 +249,35 @@ def _path(prefix: str, loc: Sequence[Any]) -> str:
     return text
 
 
-def resolve(
-    approach: str,
-    model: str,
-    request_config: Mapping[str, Any] | None,
-    messages: Any,
-    server: ServerConfig,
-) -> Recipe:
+@dataclass(frozen=True)
+class Plan:
+    """What one request asks of an approach: the recipe to run, and whether to return its trace."""
+
+    recipe: Recipe
+    trace: bool
+
+
+def resolve(approach: str, model: str, body: Mapping[str, Any] | None, messages: Any, server: ServerConfig) -> Recipe:
     """The recipe for one request, or a `ConfigError` naming the first field that is wrong."""
-    request_config = request_config or {}
-    raw = request_config.get("moa", {})
+    return plan(approach, model, body, messages, server).recipe
+
+
+def plan(approach: str, model: str, body: Mapping[str, Any] | None, messages: Any, server: ServerConfig) -> Plan:
+    """The plan for one request (`body`: the request's fields), or a `ConfigError` naming the first
+    field that is wrong."""
+    body = body or {}
+    raw = body.get("moa", {})
     if not isinstance(raw, dict):
         raise ConfigError("moa", f"must be an object, not {_json_type(raw)}")
     request: Options = parse(Options, raw, prefix="moa")
-    fields: RequestFields = parse(RequestFields, dict(request_config), prefix="")
+    fields: RequestFields = parse(RequestFields, dict(body), prefix="")
     settings = {**BUILT_IN, **_set(server.defaults), **_set(_preset(server, request.preset)), **_set(request)}
     if "timeout" not in request.model_fields_set:  # the server's cap bounds its own default too
         settings["timeout"] = min(settings["timeout"], server.caps.timeout)
     check_messages(messages, server.caps)
-    recipe = _recipe(approach, model, settings, request_config, server)
+    recipe = _recipe(approach, model, settings, body, server)
     _check_repeats(fields.n, recipe, server.caps)
-    return recipe
+    return Plan(recipe=recipe, trace=settings["trace"])
 
 
 def _json_type(value: Any) -> str:
@@ -277,14 +300,14 @@ def _set(options: Options) -> dict[str, Any]:
 
 
 def _recipe(
-    approach: str, model: str, s: dict[str, Any], request_config: Mapping[str, Any], server: ServerConfig
+    approach: str, model: str, s: dict[str, Any], body: Mapping[str, Any], server: ServerConfig
 ) -> Recipe:
     if s["synthesis_slots"] >= s["window"]:
         raise ConfigError("moa.synthesis_slots", f"must be less than window ({s['window']})")
     aggregator = s.get("aggregator") or model
     routed = aggregator if isinstance(aggregator, RoutedModel) else RoutedModel(model=aggregator)
-    request_max = request_config.get("max_tokens")
-    final = {k: request_config[k] for k in FINAL_FIELDS if request_config.get(k) is not None}
+    final, shared = request_params(body)
+    request_max = final.get("max_completion_tokens") or final.get("max_tokens")
     info = server.models.get(routed.model)
     recipe = Recipe(
         proposers=_proposers(approach, model, s),
@@ -293,7 +316,7 @@ def _recipe(
         temperature=s["temperature"],
         max_tokens=s.get("max_tokens") or request_max,
         layers=s["layers"],
-        sequential=approach.endswith("_seq"),
+        sequential=VARIANTS[approach].sequential,
         window=s["window"],
         synthesis_slots=s["synthesis_slots"],
         mode=s["mode"],
@@ -303,13 +326,23 @@ def _recipe(
         timeout=s["timeout"],
         grace=s.get("grace"),
         final_params=final,
+        shared_params=shared,
     )
     _check_caps(recipe, server.caps)
     return recipe
 
 
+def request_params(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request's fields for the backend: (the final call's own, the ones every call shares)."""
+    sent = {k: v for k, v in body.items() if v is not None and k not in OWN_FIELDS}
+    if "max_completion_tokens" in sent:  # optillm copies it into max_tokens; one limit is enough
+        sent.pop("max_tokens", None)
+    final = {k: v for k, v in sent.items() if k in FINAL_FIELDS}
+    return final, {k: v for k, v in sent.items() if k not in FINAL_FIELDS}
+
+
 def _proposers(approach: str, model: str, s: dict[str, Any]) -> tuple[Proposer, ...]:
-    if approach.startswith("self_moa"):  # `proposers` is Mixed's: one `moa` object can serve `self_moa|mixed_moa`
+    if not VARIANTS[approach].mixed:  # `proposers` is Mixed's: one `moa` object can serve `self_moa|mixed_moa`
         return (Proposer(model=model, samples=s["samples"]),)
     entries = s.get("proposers")
     if not entries:

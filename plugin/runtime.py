@@ -1,5 +1,5 @@
-"""Process-wide state, built lazily once per server config: the config itself, the clients of its
-named endpoints (one per endpoint, reused), and what backends have shown they refuse."""
+"""Process-wide state, built lazily once per server config: the config itself, the backends of its
+named endpoints (one client per endpoint, reused), and what backends have shown they refuse."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from openai import OpenAI
 
-from selfmoa.approaches import BackendMemory
+from selfmoa.approaches import Backend, BackendMemory, OpenAIBackend
 
 from .config import ServerConfig, load_server_config
 
@@ -23,7 +22,7 @@ _ENV_SECRETS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "CEREBRAS_API_KEY", "O
 @dataclass(frozen=True)
 class Runtime:
     config: ServerConfig
-    clients: dict[str, Any]
+    backends: dict[str, Backend]
     memory: BackendMemory
     secrets: tuple[str, ...]
 
@@ -31,13 +30,14 @@ class Runtime:
 @functools.lru_cache(maxsize=8)
 def runtime_for(path: str | None) -> Runtime:
     config = load_server_config(path)
-    clients = {
-        name: OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key.get_secret_value(), max_retries=0)
+    backends: dict[str, Backend] = {
+        name: OpenAIBackend(OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key.get_secret_value(),
+                                   max_retries=0))
         for name, endpoint in config.endpoints.items()
     }
     keys = [e.api_key.get_secret_value() for e in config.endpoints.values()]
     keys += [os.environ[name] for name in _ENV_SECRETS if os.environ.get(name)]
-    return Runtime(config, clients, BackendMemory(), tuple(k for k in keys if len(k) >= 4))
+    return Runtime(config, backends, BackendMemory(), tuple(k for k in keys if len(k) >= 4))
 
 
 def current_runtime() -> Runtime:

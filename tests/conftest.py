@@ -1,4 +1,4 @@
-"""Shared fixtures: a fake client for unit tests; a live simulator and `selfmoa serve` for HTTP tests."""
+"""Shared fixtures: a fake backend for unit tests; a live simulator and `selfmoa serve` for HTTP tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from selfmoa.approaches import BackendMemory, Caller, Deadline, Proposer, Recipe
 from selfmoa.sim import BackgroundSim
-from tests.fakes import FakeClient
+from tests.fakes import FakeBackend
 from tests.live import Proxy, SimLog
 
 
@@ -21,12 +21,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def fake() -> FakeClient:
-    return FakeClient()
+def fake() -> FakeBackend:
+    return FakeBackend()
 
 
-def make_caller(client: FakeClient, *, timeout: float = 10.0, memory: BackendMemory | None = None) -> Caller:
-    return Caller({"default": client}, memory or BackendMemory(), Deadline(timeout))
+def make_caller(backend: FakeBackend, *, timeout: float = 10.0, memory: BackendMemory | None = None) -> Caller:
+    return Caller({"default": backend}, memory or BackendMemory(), Deadline(timeout))
 
 
 def make_recipe(samples: int = 6, model: str = "m", **fields: object) -> Recipe:

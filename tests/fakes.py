@@ -1,23 +1,29 @@
-"""A scriptable stand-in for an OpenAI client, for unit tests of the algorithms (no HTTP).
+"""A scriptable `Backend` for unit tests of the algorithms (no HTTP, no client library).
 
-`FakeClient(script)` calls `script(call)` for every `chat.completions.create`; the script returns
-a list of contents (one per choice, `(content, finish_reason)` tuples allowed) or raises, e.g.
-`status_error(429, ...)`. Every call is recorded, with the candidates fenced in its prompt.
+`FakeBackend(script)` calls `script(call)` for every call; the script returns a list of outputs
+(one per choice: a string, a `(content, finish_reason)` tuple or a `Choice`) or raises, e.g.
+`status_error(429, ...)` (an `openai` error, classified as the real adapter does) or any
+`SelfMoAError`. Every call is recorded; a call's kind is read from the prompt's structure (fenced
+candidates, the select reply form, the references instructions), never from its wording.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import openai
 
-from selfmoa.approaches.prompts import CANDIDATE_PATTERN
+from selfmoa.approaches import Choice, Chunk, Completion, Delta, Usage
+from selfmoa.approaches.backend import classify
+from selfmoa.approaches.prompts import CANDIDATE_PATTERN, REFERENCES_INSTRUCTIONS, SELECT_REPLY_FORM
+
+_REFERENCES_HEAD = REFERENCES_INSTRUCTIONS.split("{candidates}")[0][:60]
 
 
 @dataclass
@@ -26,6 +32,8 @@ class Call:
     messages: list[dict[str, Any]]
     n: int
     params: dict[str, Any]
+    stream: bool = False
+    timeout: float = 0.0
     started: float = 0.0
     ended: float = 0.0
 
@@ -41,9 +49,9 @@ class Call:
     def kind(self) -> str:
         if not self.candidates:
             return "propose"
-        if "<best>N</best>" in self.prompt:
+        if SELECT_REPLY_FORM in self.prompt:
             return "select"
-        return "aggregate" if "write one single" in self.prompt else "references"
+        return "references" if _REFERENCES_HEAD in self.prompt else "aggregate"
 
 
 Script = Callable[[Call], Any]
@@ -60,7 +68,7 @@ def status_error(status: int, message: str = "error", *, param: str | None = Non
 
 
 def default_script(call: Call) -> list[str]:
-    """Proposals say which sample they are; aggregations say how many candidates they read."""
+    """Proposals say which model wrote them; aggregations say how many candidates they read."""
     if call.kind == "select":
         return ["<best>2</best>"]
     if call.kind == "aggregate":
@@ -68,36 +76,56 @@ def default_script(call: Call) -> list[str]:
     return [f"{call.model} answer" for _ in range(call.n)]
 
 
+def as_choice(output: Any) -> Choice:
+    if isinstance(output, Choice):
+        return output
+    content, finish = output if isinstance(output, tuple) else (output, "stop")
+    return Choice(content=content, finish_reason=finish)
+
+
 @dataclass
-class FakeClient:
+class FakeBackend:
     script: Script = default_script
     calls: list[Call] = field(default_factory=list)
     delay: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __post_init__(self) -> None:
-        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+    def complete(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
+                 timeout: float) -> Completion:
+        choices = self._run(model, messages, params, timeout, stream=False)
+        return Completion(choices=choices, usage=Usage(prompt_tokens=5, completion_tokens=10 * len(choices)))
 
-    def with_options(self, **_: Any) -> FakeClient:
-        return self
+    def stream(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
+               timeout: float) -> Iterator[Chunk]:
+        choice = self._run(model, messages, params, timeout, stream=True)[0]
+        return _chunks(choice)
 
-    def _create(self, *, model: str, messages: list[dict[str, Any]], n: int = 1, **params: Any) -> Any:
-        call = Call(model=model, messages=messages, n=n, params=params, started=time.monotonic())
+    def _run(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], timeout: float,
+             stream: bool) -> list[Choice]:
+        rest = {k: v for k, v in params.items() if k != "n"}
+        call = Call(model=model, messages=list(messages), n=int(params.get("n", 1)), params=rest, stream=stream,
+                    timeout=timeout, started=time.monotonic())
         with self._lock:
             self.calls.append(call)
         if self.delay:
             time.sleep(self.delay)
         try:
-            outputs = self.script(call)
+            return [as_choice(output) for output in self.script(call)]
+        except Exception as error:
+            raise classify(model, error) from None
         finally:
             call.ended = time.monotonic()
-        choices = []
-        for output in outputs:
-            content, finish = output if isinstance(output, tuple) else (output, "stop")
-            message = SimpleNamespace(content=content, reasoning_content=None)
-            choices.append(SimpleNamespace(message=message, finish_reason=finish))
-        usage = SimpleNamespace(completion_tokens=10 * len(choices))
-        return SimpleNamespace(choices=choices, usage=usage)
 
     def of_kind(self, kind: str) -> list[Call]:
         return [c for c in self.calls if c.kind == kind]
+
+
+def _chunks(choice: Choice) -> Iterator[Chunk]:
+    """A reply streamed word by word, then its finish and its usage, as servers send them."""
+    for piece in re.findall(r"\s*\S+\s*|\s+", choice.content):
+        yield Chunk(deltas=[Delta(content=piece)])
+    calls = tuple({"index": i, **call} for i, call in enumerate(choice.tool_calls))
+    if calls:
+        yield Chunk(deltas=[Delta(tool_calls=calls)])
+    yield Chunk(deltas=[Delta(finish_reason=choice.finish_reason)])
+    yield Chunk(usage=Usage(calls=1, prompt_tokens=5, completion_tokens=10))

@@ -7,16 +7,16 @@ from pytest_mock import MockerFixture
 
 from selfmoa.approaches import BackendError, BackendMemory, Caller, Deadline, RetryPolicy
 from selfmoa.approaches.calls import adapt
-from tests.fakes import Call, FakeClient, status_error
+from tests.fakes import Call, FakeBackend, status_error
 
 USER = [{"role": "user", "content": "hi"}]
 
 
-def caller_for(client: FakeClient, timeout: float = 10.0, memory: BackendMemory | None = None) -> Caller:
+def caller_for(client: FakeBackend, timeout: float = 10.0, memory: BackendMemory | None = None) -> Caller:
     return Caller({"default": client}, memory or BackendMemory(), Deadline(timeout), RetryPolicy(base=0.01))
 
 
-def failing_first(errors: list[Exception]) -> FakeClient:
+def failing_first(errors: list[Exception]) -> FakeBackend:
     pending = list(errors)
 
     def script(call: Call) -> list[str]:
@@ -24,19 +24,19 @@ def failing_first(errors: list[Exception]) -> FakeClient:
             raise pending.pop(0)
         return ["ok"]
 
-    return FakeClient(script)
+    return FakeBackend(script)
 
 
 def test_transient_failures_are_retried() -> None:
     client = failing_first([status_error(500, "boom"), status_error(503, "busy"), status_error(429, "slow down")])
-    reply = caller_for(client).chat("default", "m", USER, {})
+    reply = caller_for(client).complete("default", "m", USER, {})
     assert reply.choices[0].content == "ok" and len(client.calls) == 4
 
 
 def test_retry_after_is_honoured(mocker: MockerFixture) -> None:
     sleep = mocker.patch("selfmoa.approaches.calls.time.sleep")
     client = failing_first([status_error(429, "slow down", headers={"Retry-After": "4.5"})])
-    caller_for(client).chat("default", "m", USER, {})
+    caller_for(client).complete("default", "m", USER, {})
     assert len(client.calls) == 2
     (pause,), _ = sleep.call_args
     assert pause >= 4.5  # the server's wish wins over the (shorter) backoff
@@ -47,21 +47,21 @@ def test_backoff_grows_exponentially_with_jitter(mocker: MockerFixture) -> None:
     mocker.patch("selfmoa.approaches.calls.random.uniform", side_effect=lambda low, high: high)
     client = failing_first([status_error(503, "busy")] * 4)
     caller = Caller({"default": client}, BackendMemory(), Deadline(60), RetryPolicy(base=0.5, cap=3.0))
-    caller.chat("default", "m", USER, {})
+    caller.complete("default", "m", USER, {})
     assert [c.args[0] for c in sleep.call_args_list] == [1.0, 2.0, 3.0, 3.0]  # 0.5 * 2^attempt, capped
 
 
 def test_retries_stop_at_the_deadline_with_the_backend_message() -> None:
-    client = FakeClient(lambda call: (_ for _ in ()).throw(status_error(500, "upstream exploded")))
+    client = FakeBackend(lambda call: (_ for _ in ()).throw(status_error(500, "upstream exploded")))
     with pytest.raises(BackendError, match="m: HTTP 500: upstream exploded"):
-        caller_for(client, timeout=0.5).chat("default", "m", USER, {})
+        caller_for(client, timeout=0.5).complete("default", "m", USER, {})
     assert len(client.calls) >= 2
 
 
 def test_client_errors_are_not_retried() -> None:
-    client = FakeClient(lambda call: (_ for _ in ()).throw(status_error(404, "no such model")))
+    client = FakeBackend(lambda call: (_ for _ in ()).throw(status_error(404, "no such model")))
     with pytest.raises(BackendError, match="HTTP 404: no such model"):
-        caller_for(client).chat("default", "m", USER, {})
+        caller_for(client).complete("default", "m", USER, {})
     assert len(client.calls) == 1
 
 
@@ -76,11 +76,11 @@ def test_refused_parameters_are_adapted_once_and_remembered(param: str, message:
             raise status_error(400, message)
         return ["ok"]
 
-    client, memory = FakeClient(picky), BackendMemory()
-    caller_for(client, memory=memory).chat("default", "m", USER, {"max_tokens": 50, "temperature": 0.7})
+    client, memory = FakeBackend(picky), BackendMemory()
+    caller_for(client, memory=memory).complete("default", "m", USER, {"max_tokens": 50, "temperature": 0.7})
     assert len(client.calls) == 2 and client.calls[1].params == expected
     client.calls.clear()
-    caller_for(client, memory=memory).chat("default", "m", USER, {"max_tokens": 50, "temperature": 0.7})
+    caller_for(client, memory=memory).complete("default", "m", USER, {"max_tokens": 50, "temperature": 0.7})
     assert len(client.calls) == 1 and client.calls[0].params == expected
 
 
@@ -88,11 +88,14 @@ def test_adapt_renames_max_tokens() -> None:
     assert adapt({"max_tokens": 9, "top_p": 1}, frozenset({"max_tokens", "top_p"})) == {"max_completion_tokens": 9}
 
 
-def test_calls_and_tokens_are_counted() -> None:
-    caller = caller_for(FakeClient())
-    caller.chat("default", "m", USER, {}, n=3)
-    caller.chat("default", "m", USER, {})
-    assert caller.calls == 2 and caller.completion_tokens == 40
+def test_calls_and_tokens_are_counted_in_all_and_per_model() -> None:
+    caller = caller_for(FakeBackend())
+    caller.complete("default", "m", USER, {}, n=3)
+    caller.complete("default", "other", USER, {})
+    usage, by_model = caller.spent()
+    assert (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (2, 10, 40)
+    assert (by_model["m"].calls, by_model["m"].completion_tokens) == (1, 30)
+    assert (by_model["other"].calls, by_model["other"].prompt_tokens) == (1, 5)
 
 
 def test_backoff_never_takes_more_than_half_the_time_left() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from selfmoa.approaches import Proposer, run_moa
 from tests.conftest import make_caller, make_recipe
-from tests.fakes import Call, FakeClient, default_script
+from tests.fakes import Call, FakeBackend, default_script
 
 USER = [{"role": "user", "content": "Name a prime."}]
 
@@ -18,7 +18,7 @@ def test_two_layers_feed_references_forward() -> None:
             return [f"L{'2' if call.kind == 'references' else '1'}-{call.model}-{i}" for i in range(call.n)]
         return default_script(call)
 
-    client = FakeClient(script)
+    client = FakeBackend(script)
     recipe = make_recipe(proposers=(Proposer("a", 2), Proposer("b", 1)), aggregator="a", layers=2)
     outcome = run_moa(recipe, USER, make_caller(client))
     kinds = [c.kind for c in client.calls]
@@ -30,6 +30,6 @@ def test_two_layers_feed_references_forward() -> None:
     assert outcome.calls == 5
 
 
-def test_one_layer_has_no_reference_prompt(fake: FakeClient) -> None:
+def test_one_layer_has_no_reference_prompt(fake: FakeBackend) -> None:
     run_moa(make_recipe(samples=3), USER, make_caller(fake))
     assert not fake.of_kind("references")

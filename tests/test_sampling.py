@@ -7,12 +7,12 @@ import time
 from selfmoa.approaches import BackendMemory, Deadline, Proposer, run_moa
 from selfmoa.approaches.sampling import propose, sample
 from tests.conftest import make_caller, make_recipe
-from tests.fakes import Call, FakeClient, default_script, status_error
+from tests.fakes import Call, FakeBackend, default_script, status_error
 
 USER = [{"role": "user", "content": "What is 6 x 7?"}]
 
 
-def test_self_moa_is_one_n_call_then_one_aggregation(fake: FakeClient) -> None:
+def test_self_moa_is_one_n_call_then_one_aggregation(fake: FakeBackend) -> None:
     outcome = run_moa(make_recipe(samples=6), USER, make_caller(fake))
     assert [(c.kind, c.n) for c in fake.calls] == [("propose", 6), ("aggregate", 1)]
     assert len(fake.calls[1].candidates) == 6
@@ -27,7 +27,7 @@ def test_refused_n_falls_back_to_single_calls_and_is_remembered() -> None:
             raise status_error(400, "n must be 1 for this model", param="n")
         return default_script(call)
 
-    client, memory = FakeClient(refuses_n), BackendMemory()
+    client, memory = FakeBackend(refuses_n), BackendMemory()
     first = sample(make_caller(client, memory=memory), Proposer("m", 4), USER, {}, Deadline(5))
     assert len(first.samples) == 4
     assert [c.n for c in client.calls] == [4, 1, 1, 1, 1]
@@ -40,7 +40,7 @@ def test_short_n_is_topped_up_and_the_limit_remembered() -> None:
     def caps_at_two(call: Call) -> list[str]:
         return [f"s{i}" for i in range(min(call.n, 2))]
 
-    client, memory = FakeClient(caps_at_two), BackendMemory()
+    client, memory = FakeBackend(caps_at_two), BackendMemory()
     batch = sample(make_caller(client, memory=memory), Proposer("m", 5), USER, {}, Deadline(5))
     assert len(batch.samples) == 5  # never padded with copies: every sample came from a call
     assert sorted(c.n for c in client.calls) == [1, 2, 5]
@@ -49,22 +49,23 @@ def test_short_n_is_topped_up_and_the_limit_remembered() -> None:
     assert sorted(c.n for c in client.calls) == [1, 2, 2]
 
 
-def test_empty_truncated_and_failed_samples_are_dropped() -> None:
+def test_empty_and_failed_samples_are_dropped_and_cut_off_ones_kept() -> None:
     def mixed(call: Call) -> list[object]:
         if call.model == "broken":
             raise status_error(404, "model not found")
         return ["good", "", ("cut sho", "length"), "<think>only thinking</think>"]
 
-    client = FakeClient(mixed)
+    client = FakeBackend(mixed)
     proposers = [Proposer("m", 4), Proposer("broken", 2)]
     batch = propose(make_caller(client), proposers, USER, {}, Deadline(5))
-    assert [s.text for s in batch.samples] == ["good"]
+    assert [(s.text, s.candidate.cut_off) for s in batch.samples] == [("good", False), ("cut sho", True)]
     reasons = sorted(f.reason for f in batch.failures)
-    assert reasons == ["HTTP 404: model not found"] * 2 + ["empty response"] * 2 + ["truncated (finish_reason=length)"]
+    assert reasons == ["HTTP 404: model not found"] * 2 + ["empty response"] * 2
+    assert {f.status for f in batch.failures} == {404, None}
 
 
 def test_reasoning_is_kept_out_of_candidates_unless_asked() -> None:
-    client = FakeClient(lambda c: default_script(c) if c.kind != "propose" else ["<think>scratch</think>42"] * c.n)
+    client = FakeBackend(lambda c: default_script(c) if c.kind != "propose" else ["<think>scratch</think>42"] * c.n)
     run_moa(make_recipe(samples=2), USER, make_caller(client))
     assert client.of_kind("aggregate")[0].candidates == ["42", "42"]
     client.calls.clear()
@@ -73,7 +74,7 @@ def test_reasoning_is_kept_out_of_candidates_unless_asked() -> None:
 
 
 def test_mixed_proposers_are_sampled_concurrently_per_model() -> None:
-    client = FakeClient(delay=0.2)
+    client = FakeBackend(delay=0.2)
     recipe = make_recipe(proposers=(Proposer("a", 3), Proposer("b", 3)), aggregator="a")
     run_moa(recipe, USER, make_caller(client))
     proposals = client.of_kind("propose")
@@ -81,7 +82,7 @@ def test_mixed_proposers_are_sampled_concurrently_per_model() -> None:
     assert proposals[1].started < proposals[0].ended  # both in flight at once
 
 
-def test_proposers_sample_at_the_moa_temperature_and_max_tokens(fake: FakeClient) -> None:
+def test_proposers_sample_at_the_moa_temperature_and_max_tokens(fake: FakeBackend) -> None:
     recipe = make_recipe(samples=2, temperature=1.1, max_tokens=77, final_params={"temperature": 0.0, "seed": 5})
     run_moa(recipe, USER, make_caller(fake))
     proposal, aggregation = fake.calls
@@ -89,7 +90,7 @@ def test_proposers_sample_at_the_moa_temperature_and_max_tokens(fake: FakeClient
     assert aggregation.params == {"temperature": 0.0, "seed": 5}
 
 
-def test_multi_turn_conversation_and_system_prompt_reach_every_call(fake: FakeClient) -> None:
+def test_multi_turn_conversation_and_system_prompt_reach_every_call(fake: FakeBackend) -> None:
     conversation = [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "Pick a number."},
@@ -109,7 +110,7 @@ def test_a_refusal_that_states_the_largest_n_is_used_for_the_batches() -> None:
             raise status_error(400, "Field 'n': Value must be between 1 <= value <= 4, but got 6")
         return default_script(call)
 
-    client = FakeClient(four_slots)
+    client = FakeBackend(four_slots)
     batch = sample(make_caller(client), Proposer("m", 6), USER, {}, Deadline(5))
     assert len(batch.samples) == 6
     assert sorted(c.n for c in client.calls) == [2, 4, 6]
@@ -125,6 +126,6 @@ def test_grace_applies_to_the_single_calls_of_a_backend_without_n() -> None:
         return default_script(call)
 
     slow_sixth.count = 0  # type: ignore[attr-defined]
-    batch = sample(make_caller(FakeClient(slow_sixth)), Proposer("m", 6), USER, {}, Deadline(20), enough=5, grace=0.2)
+    batch = sample(make_caller(FakeBackend(slow_sixth)), Proposer("m", 6), USER, {}, Deadline(20), enough=5, grace=0.2)
     assert len(batch.samples) == 5
     assert [f.reason for f in batch.failures] == ["abandoned: no answer in time"]

@@ -11,14 +11,14 @@ import pytest
 from selfmoa.approaches import Proposer, rounds_needed, run_moa
 from selfmoa.approaches.seq import windows
 from tests.conftest import make_caller, make_recipe
-from tests.fakes import Call, FakeClient, default_script, status_error
+from tests.fakes import Call, FakeBackend, default_script, status_error
 
 USER = [{"role": "user", "content": "Summarise the plot of Hamlet."}]
 
 
 @pytest.mark.parametrize("samples,window,slots", [(6, 6, 3), (7, 6, 3), (12, 6, 3), (30, 6, 3), (20, 4, 1), (9, 5, 2)])
 def test_rounds_and_prompt_bound(samples: int, window: int, slots: int) -> None:
-    client = FakeClient()
+    client = FakeBackend()
     recipe = make_recipe(samples=samples, sequential=True, window=window, synthesis_slots=slots)
     outcome = run_moa(recipe, USER, make_caller(client))
     expected = 1 + math.ceil(max(0, samples - window) / (window - slots))
@@ -42,7 +42,7 @@ def test_sampling_of_later_windows_overlaps_aggregation_of_earlier_ones() -> Non
         time.sleep(0.3 if call.kind == "aggregate" else 0.1)
         return default_script(call)
 
-    client = FakeClient(slow)
+    client = FakeBackend(slow)
     run_moa(make_recipe(samples=12, sequential=True), USER, make_caller(client))
     first_round = client.of_kind("aggregate")[0]
     last_window = client.of_kind("propose")[-1]
@@ -59,7 +59,7 @@ def test_a_round_whose_samples_all_failed_is_skipped() -> None:
                 raise status_error(404, "gone")
         return default_script(call)
 
-    client = FakeClient(second_window_fails)
+    client = FakeBackend(second_window_fails)
     outcome = run_moa(make_recipe(samples=12, sequential=True), USER, make_caller(client))
     assert len(outcome.failures) == 3 and len(outcome.proposals) == 9
     assert outcome.rounds == 2
@@ -67,13 +67,13 @@ def test_a_round_whose_samples_all_failed_is_skipped() -> None:
 
 def test_one_shot_switches_to_seq_when_over_the_context_budget(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="selfmoa")
-    client = FakeClient(lambda c: default_script(c) if c.kind != "propose" else ["x" * 400] * c.n)
+    client = FakeBackend(lambda c: default_script(c) if c.kind != "propose" else ["x" * 400] * c.n)
     recipe = make_recipe(samples=12, context_budget=700)
     outcome = run_moa(recipe, USER, make_caller(client))
     assert outcome.sequential and outcome.rounds > 1
     assert all(len(a.candidates) * 100 < 700 for a in client.of_kind("aggregate"))
     assert "switching to Seq" in caplog.text
-    within = run_moa(make_recipe(samples=12, context_budget=100_000), USER, make_caller(FakeClient()))
+    within = run_moa(make_recipe(samples=12, context_budget=100_000), USER, make_caller(FakeBackend()))
     assert not within.sequential
 
 
@@ -83,7 +83,7 @@ def test_one_shot_switches_to_seq_when_the_backend_says_too_long() -> None:
             raise status_error(400, "maximum context length is 600 tokens", code="context_length_exceeded")
         return default_script(call)
 
-    client = FakeClient(small_context)
+    client = FakeBackend(small_context)
     outcome = run_moa(make_recipe(samples=8), USER, make_caller(client))
     assert outcome.sequential
     assert [len(a.candidates) for a in client.of_kind("aggregate")] == [8, 4, 4, 4]
@@ -95,7 +95,7 @@ def test_the_seq_window_narrows_until_rounds_fit() -> None:
             raise status_error(400, "request exceeds the available context size", code="exceed_context_size_error")
         return default_script(call)
 
-    client = FakeClient(three_fit)
+    client = FakeBackend(three_fit)
     outcome = run_moa(make_recipe(samples=12), USER, make_caller(client))
     sizes = [len(a.candidates) for a in client.of_kind("aggregate")]
     assert outcome.sequential and sizes[0] == 12 and sizes[-1] <= 3

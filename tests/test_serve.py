@@ -100,10 +100,10 @@ def test_bad_configuration_is_a_400_naming_the_field(proxy: Proxy, client: opena
     assert proxy.alive()
 
 
-def test_a_failed_request_is_an_error_status_naming_model_and_backend(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.APIStatusError) as error:
+def test_an_unknown_model_is_the_backends_404_naming_approach_and_model(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as error:
         client.chat.completions.create(model="self_moa-sim-missing", messages=ASK)
-    assert error.value.status_code == 502
+    assert error.value.status_code == 404
     message = str(error.value)
     assert "self_moa" in message and "sim-missing" in message and "404" in message
 

@@ -15,7 +15,8 @@ import httpx
 import openai
 import pytest
 
-from selfmoa.approaches.prompts import aggregation_messages
+from selfmoa.approaches import Candidate, Choice
+from selfmoa.approaches.prompts import SELECT_INSTRUCTIONS, SYNTHESIZE_INSTRUCTIONS, aggregation_messages
 from selfmoa.sim import TASK_SETS, BackgroundSim, ModelProfile, Profile, extract_answer, load_profile, load_tasks
 from selfmoa.sim.behaviour import estimate_tokens, majority, prompt_tokens
 
@@ -188,12 +189,13 @@ def test_wrong_answers_are_plausible(client: openai.OpenAI) -> None:
 
 # --- aggregation -----------------------------------------------------------------------------
 
-CANDIDATES = [f"Working {i}.\nAnswer: {a}" for i, a in enumerate(["63", "66", "12", "66", "66", "70"])]
+CANDIDATES = [Candidate(text=t, choice=Choice(content=t))
+              for t in (f"Working {i}.\nAnswer: {a}" for i, a in enumerate(["63", "66", "12", "66", "66", "70"]))]
 
 
 def test_synthesis_follows_the_majority_with_skill(sim: BackgroundSim, client: openai.OpenAI) -> None:
     patch(sim, **{"sim-judge": {"aggregator_skill": 1.0}, "sim-coin": {"aggregator_skill": 0.0}})
-    messages = aggregation_messages(user(ARITH[0].question), CANDIDATES, "synthesize")
+    messages = aggregation_messages(user(ARITH[0].question), CANDIDATES, SYNTHESIZE_INSTRUCTIONS)
     judged = client.chat.completions.create(model="sim-judge", messages=messages, n=10)
     assert all(c.message.content.startswith("Weighing the 6 candidates") for c in judged.choices)
     assert {extract_answer(c.message.content) for c in judged.choices} == {"66"}
@@ -206,7 +208,7 @@ def test_synthesis_follows_the_majority_with_skill(sim: BackgroundSim, client: o
 
 def test_select_replies_with_a_majority_candidate(sim: BackgroundSim, client: openai.OpenAI) -> None:
     patch(sim, **{"sim-judge": {"aggregator_skill": 1.0}, "sim-coin": {"aggregator_skill": 0.0}})
-    messages = aggregation_messages(user(ARITH[0].question), CANDIDATES, "select")
+    messages = aggregation_messages(user(ARITH[0].question), CANDIDATES, SELECT_INSTRUCTIONS)
     judged = client.chat.completions.create(model="sim-judge", messages=messages, n=10)
     picks = {int(re.fullmatch(r"<best>(\d+)</best>", c.message.content).group(1)) for c in judged.choices}
     assert picks <= {2, 4, 5} and len(picks) > 1

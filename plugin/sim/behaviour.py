@@ -12,12 +12,13 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..approaches.prompts import CANDIDATE_PATTERN
+from . import judge
 from .answers import extract_answer, normalise_number
 from .profile import ModelProfile
 from .tasks import Task, find_task
@@ -25,7 +26,8 @@ from .tasks import Task, find_task
 SELECT_MARKER = "<best>N</best>"
 """Select-mode prompts ask for this reply form (see selfmoa.approaches.prompts.SELECT_INSTRUCTIONS)."""
 
-Kind = Literal["propose", "aggregate", "select"]
+Kind = Literal["propose", "aggregate", "select", "judge"]
+V = TypeVar("V", bound=Hashable)
 
 
 def estimate_tokens(text: str) -> int:
@@ -56,19 +58,28 @@ def draw(*parts: object) -> random.Random:
 
 @dataclass(frozen=True)
 class Reading:
-    """What a prompt asks of the model: to propose an answer, or to combine fenced candidates."""
+    """What a prompt asks of the model: to propose an answer, to combine fenced candidates, or to judge two."""
 
     kind: Kind
     candidates: list[str] = field(default_factory=list)
 
 
+def prompt_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    return "\n".join(message_text(m) for m in messages)
+
+
 def read_prompt(messages: Sequence[Mapping[str, Any]]) -> Reading:
-    """Classify a prompt by the candidates fenced anywhere in it and by the select marker."""
-    text = "\n".join(message_text(m) for m in messages)
+    """Classify a prompt by the select marker, the candidates fenced in it, then the judge format.
+
+    Candidates come first: an ensemble whose user asks for a judgement still aggregates its proposals.
+    """
+    text = prompt_text(messages)
     candidates = [body for _, body in CANDIDATE_PATTERN.findall(text)]
     if SELECT_MARKER in text:
         return Reading("select", candidates)
-    return Reading("aggregate" if candidates else "propose", candidates)
+    if candidates:
+        return Reading("aggregate", candidates)
+    return Reading("judge" if judge.judge_parts(text) else "propose")
 
 
 def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -122,9 +133,14 @@ def wrong_answer(task: Task, rng: random.Random) -> str:
     return common if rng.random() < 0.5 else rng.choice(options)
 
 
+def task_answer(task: Task, accuracy: float, rng: random.Random) -> str:
+    """The final answer a model gives to a bundled task: correct with probability `accuracy`."""
+    return task.answer if rng.random() < accuracy else wrong_answer(task, rng)
+
+
 def task_reply(task: Task, accuracy: float, rng: random.Random) -> str:
     """A proposal for a bundled task: correct with probability `accuracy`."""
-    answer = task.answer if rng.random() < accuracy else wrong_answer(task, rng)
+    answer = task_answer(task, accuracy, rng)
     if task.kind == "choice":
         working = _working(_CHOICE_WORKING, rng, ans=answer)
     else:
@@ -134,15 +150,33 @@ def task_reply(task: Task, accuracy: float, rng: random.Random) -> str:
     return f"{working}\nAnswer: {answer}"
 
 
+def generic_token(question: str) -> str:
+    """The final answer to an unknown prompt: a token that depends on the question only."""
+    return _GENERIC_TOKENS[int(hashlib.sha256(question.encode()).hexdigest(), 16) % len(_GENERIC_TOKENS)]
+
+
 def generic_reply(question: str, rng: random.Random) -> str:
     """A reply to an unknown prompt: echoes a few of its words; the final token depends on it only."""
     words = question.split()
     echo = " ".join(words[:8]) + (" ..." if len(words) > 8 else "")
-    token = _GENERIC_TOKENS[int(hashlib.sha256(question.encode()).hexdigest(), 16) % len(_GENERIC_TOKENS)]
-    return f'You asked: "{echo}". {_working(_GENERIC_WORKING, rng)}\nAnswer: {token}'
+    return f'You asked: "{echo}". {_working(_GENERIC_WORKING, rng)}\nAnswer: {generic_token(question)}'
+
+
+def tool_result_reply(messages: Sequence[Mapping[str, Any]], model: ModelProfile, rng: random.Random) -> str:
+    """The reply after a tool's result came back: it quotes the result, then answers the conversation's
+    bundled task as usual (or with the generic token), so a client can see the result was read."""
+    quoted = " ".join(message_text(messages[-1]).split())[:60]
+    task = find_task(prompt_text(messages))
+    if task is None:
+        answer = generic_token(last_user_text(messages))
+    else:
+        answer = task_answer(task, model.accuracy_for(task.task_set), rng)
+    return f"Using the tool result: {quoted}\nAnswer: {answer}"
 
 
 def proposal(messages: Sequence[Mapping[str, Any]], model: ModelProfile, rng: random.Random) -> str:
+    if messages and messages[-1].get("role") == "tool":
+        return tool_result_reply(messages, model, rng)
     question = last_user_text(messages)
     task = find_task(question)
     if task is None:
@@ -152,8 +186,8 @@ def proposal(messages: Sequence[Mapping[str, Any]], model: ModelProfile, rng: ra
 
 # --- aggregation -----------------------------------------------------------------------------
 
-def majority(answers: Sequence[str | None]) -> str | None:
-    """The most common answer; ties go to the one that appears first."""
+def majority(answers: Sequence[V | None]) -> V | None:
+    """The most common answer (or call set); ties go to the one that appears first."""
     counts = Counter(a for a in answers if a is not None)
     if not counts:
         return None
@@ -189,6 +223,8 @@ def selection(candidates: Sequence[str], skill: float, rng: random.Random) -> st
 
 def reply(messages: Sequence[Mapping[str, Any]], reading: Reading, model: ModelProfile, rng: random.Random) -> str:
     """The model's visible answer to a prompt, by what the prompt asks."""
+    if reading.kind == "judge":
+        return judge.verdict(prompt_text(messages), model.judge_skill, rng)
     if reading.kind == "select":
         return selection(reading.candidates, model.aggregator_skill, rng)
     if reading.kind == "aggregate":

@@ -32,6 +32,8 @@ class ModelProfile(BaseModel):
     """P(correct) on bundled tasks: one number, or task-set name -> number ("default" key allowed)."""
     aggregator_skill: Probability = 0.8
     """P(an aggregation picks the candidates' majority answer rather than a random candidate's)."""
+    judge_skill: Probability = 0.9
+    """P(a pairwise verdict is the right one: the correct response, a tie between equals) over a coin flip."""
     ttft_ms: NonNegative = 50.0
     per_token_ms: NonNegative = 1.0
     context_window: Annotated[int, Field(gt=0)] = 8192

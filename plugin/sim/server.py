@@ -8,26 +8,30 @@ logged or recorded: clients send real-looking API keys.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
-import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from . import behaviour
+from . import behaviour, tools
 from .admin import add_admin_routes
+from .logprobs import content_logprobs, logprobs_body, pieces
 from .profile import ModelProfile, Profile
 from .protocol import (
-    SAMPLING_FIELDS,
     ChatRequest,
     RequestError,
     chunk_body,
     completion_body,
     parse_chat_request,
+    recorded_params,
     sse,
+    tool_call_deltas,
+    tool_call_id,
+    tool_calls_body,
     unsupported_parameter,
 )
 from .state import STATE, SimState
@@ -39,10 +43,21 @@ class _NoResponse(Exception):
 
 @dataclass
 class _Choice:
-    content: str
+    """One generated choice: text, or tool calls (then `content` is None), before it goes on the wire."""
+
+    content: str | None
     reasoning: str | None
     finish_reason: str
     tokens: int
+    calls: list[tools.ToolCall] = field(default_factory=list)
+    call_ids: list[str] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None
+    """`logprobs.content` when the request asked for logprobs."""
+
+    @property
+    def output(self) -> str:
+        """What the call log shows: the text, or one `[tool call] name(arguments)` line per call."""
+        return self.content if self.content is not None else "\n".join(c.line() for c in self.calls)
 
 
 def _http_fault(state: SimState, name: str, model: ModelProfile, seq: int) -> str | None:
@@ -63,9 +78,21 @@ def _content_fault(state: SimState, name: str, model: ModelProfile, seq: int, in
     return "empty" if u < model.rate_truncated + model.rate_empty else None
 
 
+def _call_choice(calls: list[tools.ToolCall], messages: list[dict[str, Any]], model: ModelProfile,
+                 rng: random.Random) -> _Choice:
+    """A tool-call choice. Its reasoning travels only as a field: its content must stay null."""
+    reasoning = behaviour.reasoning_text(messages, rng) if model.reasoning == "field" else None
+    tokens = sum(behaviour.estimate_tokens(c.name + c.arguments) for c in calls)
+    return _Choice(None, reasoning, "tool_calls", tokens + behaviour.estimate_tokens(reasoning or ""), calls)
+
+
 def _make_choice(messages: list[dict[str, Any]], reading: behaviour.Reading, model: ModelProfile,
                  req: ChatRequest, rng: random.Random, fault: str | None) -> _Choice:
-    """One choice: the reply, its reasoning, then faults, `stop` and the token limit, in that order."""
+    """One choice: tool calls if the model makes any; else the reply, its reasoning, then faults, `stop`
+    and the token limit, in that order."""
+    calls = tools.plan(messages, reading, req.tool_request)
+    if calls:
+        return _call_choice(calls, messages, model, rng)
     text = behaviour.reply(messages, reading, model, rng)
     reasoning = behaviour.reasoning_text(messages, rng) if model.reasoning != "none" else None
     if model.reasoning == "think_tags":
@@ -79,6 +106,29 @@ def _make_choice(messages: list[dict[str, Any]], reading: behaviour.Reading, mod
     finish = "length" if cut else finish
     tokens = behaviour.estimate_tokens(text) + behaviour.estimate_tokens(reasoning or "")
     return _Choice(text, reasoning, finish, tokens)
+
+
+def _annotate(choice: _Choice, seq: int, index: int, top: int | None, rng: random.Random) -> _Choice:
+    """Wire details that leave what the model wrote unchanged: tool call ids and made-up logprobs."""
+    ids = [tool_call_id(seq, index, k) for k in range(len(choice.calls))]
+    logprobs = None if top is None else content_logprobs(choice.content or "", top, rng)
+    return dataclasses.replace(choice, call_ids=ids, logprobs=logprobs)
+
+
+def _generate(state: SimState, model: ModelProfile, req: ChatRequest, messages: list[dict[str, Any]],
+              reading: behaviour.Reading, seq: int) -> list[_Choice]:
+    """The choices of one call, each from its own sample number of this (model, prompt)."""
+    n = req.n or 1
+    count = {"honour": n, "refuse": n, "cap": min(n, model.max_n), "ignore": 1}[model.n_mode]
+    prompt_key = json.dumps(messages, sort_keys=True)
+    choices = []
+    for index in range(count):
+        sample = state.next_sample(req.model, prompt_key, greedy=req.temperature == 0)
+        key = (state.profile.seed, state.seed, req.model, prompt_key, sample)
+        fault = _content_fault(state, req.model, model, seq, index)
+        choice = _make_choice(messages, reading, model, req, behaviour.draw(*key), fault)
+        choices.append(_annotate(choice, seq, index, req.top, behaviour.draw(*key, "logprobs")))
+    return choices
 
 
 async def _sleep_ms(ms: float, scale: float) -> None:
@@ -137,7 +187,7 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
         sent = None
     if isinstance(sent, dict):
         record.update(model=sent.get("model"), messages=sent.get("messages"), stream=bool(sent.get("stream")),
-                      n=sent.get("n") or 1, params={k: sent[k] for k in SAMPLING_FIELDS if k in sent})
+                      n=sent.get("n") or 1, params=recorded_params(sent))
     body, req = parse_chat_request(raw)
     name = req.model
     model = state.profile.models.get(name)
@@ -177,55 +227,71 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
     if fault == "hang":
         await _hang(request, model.hang_seconds)
 
-    count = {"honour": n, "refuse": n, "cap": min(n, model.max_n), "ignore": 1}[model.n_mode]
-    prompt_key = json.dumps(messages, sort_keys=True)
-    choices = []
-    for index in range(count):
-        sample = state.next_sample(name, prompt_key, greedy=req.temperature == 0)
-        rng = behaviour.draw(state.profile.seed, state.seed, name, prompt_key, sample)
-        choices.append(_make_choice(messages, reading, model, req, rng,
-                                    _content_fault(state, name, model, record["seq"], index)))
+    choices = _generate(state, model, req, messages, reading, record["seq"])
     record["choices"] = len(choices)
-    record["outputs"] = [c.content for c in choices]
+    record["outputs"] = [c.output for c in choices]
     record["completion_tokens"] = sum(c.tokens for c in choices)
     call_id = f"chatcmpl-sim-{record['seq']}"
     scale = state.profile.time_scale
     if req.stream:
         return await _stream(request, call_id, name, choices, tokens, model, scale, req)
     await _sleep_ms(model.ttft_ms + model.per_token_ms * max(c.tokens for c in choices), scale)
-    body_choices = []
-    for index, choice in enumerate(choices):
-        message: dict[str, Any] = {"role": "assistant", "content": choice.content}
-        if choice.reasoning is not None:
-            message["reasoning_content"] = choice.reasoning
-        body_choices.append({"index": index, "message": message, "finish_reason": choice.finish_reason,
-                             "logprobs": None})
+    body_choices = [{"index": index, "message": _message(choice), "finish_reason": choice.finish_reason,
+                     "logprobs": _logprobs(choice.logprobs)} for index, choice in enumerate(choices)]
     completion = sum(c.tokens for c in choices)
     return web.json_response(completion_body(call_id, name, body_choices, tokens, completion))
 
 
+def _message(choice: _Choice) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": choice.content}
+    if choice.calls:
+        message["tool_calls"] = tool_calls_body(choice.calls, choice.call_ids)
+    if choice.reasoning is not None:
+        message["reasoning_content"] = choice.reasoning
+    return message
+
+
+def _logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return None if entries is None else logprobs_body(entries)
+
+
+def _deltas(choice: _Choice) -> list[tuple[dict[str, Any], dict[str, Any] | None, str]]:
+    """A choice's stream after its role chunk: (delta, its logprobs, the text it carries) per chunk.
+
+    Text goes in the pieces its logprob tokens cover, so each content chunk carries its own entry.
+    """
+    if choice.calls:
+        return [(delta, None, text) for delta, text in tool_call_deltas(choice.calls, choice.call_ids)]
+    entries = choice.logprobs
+    return [({"content": part}, None if entries is None else logprobs_body([entries[i]]), part)
+            for i, part in enumerate(pieces(choice.content or ""))]
+
+
 async def _stream(request: web.Request, call_id: str, name: str, choices: list[_Choice], prompt_tokens: int,
                   model: ModelProfile, scale: float, req: ChatRequest) -> web.StreamResponse:
-    """Server-sent events: role, reasoning, content pieces (per-token latency between), finish, [DONE]."""
+    """Server-sent events: role, reasoning, content or tool-call pieces (per-token latency between), finish,
+    usage if asked, [DONE]."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     await _sleep_ms(model.ttft_ms, scale)
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
+              logprobs: dict[str, Any] | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         return sse(chunk_body(call_id, name, [choice]))
 
     for index, choice in enumerate(choices):
-        await response.write(chunk(index, {"role": "assistant", "content": ""}))
+        await response.write(chunk(index, {"role": "assistant", "content": None if choice.calls else ""}))
         if choice.reasoning is not None:
             await response.write(chunk(index, {"reasoning_content": choice.reasoning}))
-    pieces = [re.findall(r"\s*\S+\s*|\s+", c.content) for c in choices]
-    for step in range(max(len(p) for p in pieces)):
+    streams = [_deltas(c) for c in choices]
+    for step in range(max(len(s) for s in streams)):
         step_tokens = 0
-        for index, parts in enumerate(pieces):
-            if step < len(parts):
-                await response.write(chunk(index, {"content": parts[step]}))
-                step_tokens = max(step_tokens, behaviour.estimate_tokens(parts[step]))
+        for index, deltas in enumerate(streams):
+            if step < len(deltas):
+                delta, logprobs, text = deltas[step]
+                await response.write(chunk(index, delta, logprobs=logprobs))
+                step_tokens = max(step_tokens, behaviour.estimate_tokens(text))
         await _sleep_ms(model.per_token_ms * step_tokens, scale)
     for index, choice in enumerate(choices):
         await response.write(chunk(index, {}, choice.finish_reason))

@@ -1,0 +1,115 @@
+"""One request through one approach: configuration → recipe → caller → events, whichever route
+(our own, or optillm's plugin contract) received it.
+
+Errors leave as `PublicError`s: the approach named, secrets redacted, the status kept. Each run
+logs one line: approach, models, samples ok/failed, rounds, calls, tokens, wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from selfmoa.approaches import (
+    DEFAULT_ENDPOINT,
+    Backend,
+    Caller,
+    Deadline,
+    Done,
+    Event,
+    Outcome,
+    Recipe,
+    SelfMoAError,
+    moa_events,
+)
+
+from .config import Plan, plan
+from .runtime import Runtime, redact
+from .scope import RequestScope
+
+log = logging.getLogger("selfmoa")
+
+
+class PublicError(SelfMoAError):
+    """An approach's error as a client may see it: approach named, secrets redacted, status kept."""
+
+    def __init__(self, message: str, cause: SelfMoAError) -> None:
+        super().__init__(message)
+        self.status = cause.status
+        self.code = cause.code
+        self.retry_after = cause.retry_after
+        self.param: str | None = getattr(cause, "field", None)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of an approach for a request, ready to go (a request with `n` > 1 has n of them)."""
+
+    slug: str
+    plan: Plan
+    messages: list[dict[str, Any]]
+    caller: Caller
+    runtime: Runtime
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.plan.recipe
+
+    def again(self) -> Job:
+        """Another run of the same request (its own calls and usage, the same deadline)."""
+        caller = Caller(self.caller.backends, self.caller.memory, self.caller.deadline, self.caller.retry)
+        return replace(self, caller=caller)
+
+
+def prepare(slug: str, model: str, body: dict[str, Any], messages: Sequence[dict[str, Any]], backend: Backend,
+            runtime: Runtime, scope: RequestScope | None) -> Job:
+    """The job for `body`, or a `PublicError` (400) naming the first bad field."""
+    try:
+        planned = plan(slug, model, body, messages, runtime.config)
+    except SelfMoAError as error:
+        raise public(slug, model, error, runtime) from None
+    seconds = planned.recipe.timeout
+    deadline = scope.deadline(seconds) if scope is not None else Deadline(seconds)
+    caller = Caller({DEFAULT_ENDPOINT: backend, **runtime.backends}, runtime.memory, deadline)
+    return Job(slug, planned, [dict(m) for m in messages], caller, runtime)
+
+
+def events(job: Job, *, stream: bool = False) -> Generator[Event, None, None]:
+    """The job's events; failures raised as `PublicError`s, the run logged when it ends."""
+    started = time.monotonic()
+    try:
+        for event in moa_events(job.recipe, job.messages, job.caller, stream=stream):
+            if isinstance(event, Done):
+                log.info(summary(job.slug, job.recipe, event.outcome, time.monotonic() - started))
+            yield event
+    except SelfMoAError as error:
+        raise public(job.slug, job.recipe.aggregator, error, job.runtime) from None
+
+
+def outcome(job: Job) -> Outcome:
+    for event in events(job):
+        if isinstance(event, Done):
+            return event.outcome
+    raise AssertionError("the run ended without an outcome")  # pragma: no cover
+
+
+def public(slug: str, model: str, error: SelfMoAError, runtime: Runtime) -> PublicError:
+    safe = PublicError(f"{slug}: {redact(str(error), runtime.secrets)}", error)
+    log.warning("selfmoa approach=%s model=%s failed: %s", slug, model, safe)
+    return safe
+
+
+def summary(slug: str, recipe: Recipe, outcome: Outcome, wall: float) -> str:
+    """The one log line per run: approach, models, samples ok/failed, rounds, calls, tokens, time."""
+    models = ",".join(f"{p.model}x{p.samples}" for p in recipe.proposers)
+    fallback = " fallback=yes" if outcome.fallback else ""
+    return (
+        f"selfmoa approach={slug} proposers={models} aggregator={recipe.aggregator} "
+        f"samples_ok={len(outcome.proposals)} samples_failed={len(outcome.failures)} "
+        f"rounds={outcome.rounds} seq={'yes' if outcome.sequential else 'no'} calls={outcome.calls} "
+        f"prompt_tokens={outcome.usage.prompt_tokens} completion_tokens={outcome.completion_tokens}"
+        f"{fallback} wall={wall:.2f}s"
+    )
