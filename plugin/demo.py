@@ -31,6 +31,8 @@ DEMO_APPROACHES = ["none", "moa", "bon", "self_moa", "mixed_moa", "self_moa_seq"
 DEMO_MOA: dict[str, dict[str, Any]] = {"mixed_moa": {"proposers": PROPOSERS}, "self_moa_seq": {"samples": 12}}
 DEMO_TASKS = "arithmetic"
 DEMO_OUT = Path("demo-out")
+DEMO_PRICES = Path(__file__).parent / "ab" / "data" / "sim-prices.yaml"
+"""Made-up prices for the made-up models, so the demo shows the cost column and its completeness notes."""
 _OWN_FILES = ("results.jsonl", "run.json", "summary.json", "summary.csv", "report.md")
 
 
@@ -102,7 +104,7 @@ def run_demo(limit: int | None = None, out: Path = DEMO_OUT, time_scale: float =
     try:
         with running_stack(time_scale) as stack:
             settings = app.Settings(tasks=DEMO_TASKS, approaches=DEMO_APPROACHES, model="sim-strong", out=out,
-                                url=f"{stack.proxy_url}/v1", moa=DEMO_MOA, seed=0, limit=limit,
+                                url=f"{stack.proxy_url}/v1", moa=DEMO_MOA, seed=0, limit=limit, prices=DEMO_PRICES,
                                 command="selfmoa demo" + (f" --limit {limit}" if limit else ""))
             code = app.run_ab(settings)
     except KeyboardInterrupt:

@@ -121,7 +121,8 @@ def _execute(settings: Settings) -> int:
                    f"{settings.serve_base_url}", settings.model, f"{settings.tasks} ({len(tasks)} tasks)",
                    settings.approaches, settings.baseline, settings.seed,
                    datetime.datetime.now().astimezone().isoformat(timespec="seconds"), simulator, settings.judge,
-                   settings.moa, sorted(endpoint.untraced), store.dropped_torn_line)
+                   settings.moa, sorted(endpoint.untraced), store.dropped_torn_line,
+                   _shown(settings.prices) if settings.prices else None)
     summary = _report(settings, store, plan, info)
     print(console_table(table(summary["approaches"], summary["baseline"])))
     if info.simulator:
@@ -129,6 +130,12 @@ def _execute(settings: Settings) -> int:
               "not model quality.")
     print(f"\nreport: {settings.out / 'report.md'}")
     return _exit_code(summary)
+
+
+def _shown(path: Path) -> str:
+    """A path as the report shows it: relative to the working folder when it lies below it."""
+    relative = os.path.relpath(path.resolve())
+    return relative if not relative.startswith("..") else str(path.resolve())
 
 
 def _exit_code(summary: dict[str, Any]) -> int:

@@ -36,7 +36,8 @@ call; `>=` marks a lower bound (some usage or price unknown): not comparable wit
 - **errors**: requests that failed (their rows keep the message).
 - **quality / diversity** (our approaches, from `moa.trace`): mean score of the individual proposals, and their \
 Vendi score (effective number of distinct proposals: exp of the entropy of the eigenvalues of K/n, K the cosine \
-similarity of character-trigram counts)."""
+similarity of character-trigram counts). Vendi grows with the number of proposals: compare diversity between \
+approaches with as many proposals (the `proposals` column of results.jsonl)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class RunInfo:
     moa: dict[str, Any] = field(default_factory=dict)
     untraced: list[str] = field(default_factory=list)
     dropped_torn_line: bool = False
+    prices: str | None = None
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -155,6 +157,7 @@ def _settings(info: RunInfo) -> list[str]:
             f"- tasks: {info.tasks}", f"- approaches: {', '.join(info.approaches)} (baseline `{info.baseline}`)",
             f"- moa settings: `{json.dumps(info.moa)}`" if info.moa else "- moa settings: none",
             f"- judge: `{info.judge}`" if info.judge else "- judge: none",
+            f"- prices: {info.prices}" if info.prices else "- prices: none (tokens instead of cost)",
             f"- seed: {info.seed if info.seed is not None else 'none (not sent; bootstrap seeded with 0)'}",
             f"- date: {info.date}"]
 
