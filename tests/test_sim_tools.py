@@ -13,7 +13,15 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from selfmoa.approaches.prompts import CANDIDATE_CLOSE, CUT_OFF_OPEN, aggregation_messages, with_instructions
+from selfmoa.approaches import Candidate, Choice
+from selfmoa.approaches.prompts import (
+    CANDIDATE_CLOSE,
+    CUT_OFF_OPEN,
+    SELECT_INSTRUCTIONS,
+    SYNTHESIZE_INSTRUCTIONS,
+    aggregation_messages,
+    with_instructions,
+)
 from selfmoa.sim import BackgroundSim, load_profile, load_tasks
 from selfmoa.sim.judge import WINNER_PATTERN
 from selfmoa.sim.logprobs import pieces
@@ -181,8 +189,14 @@ PARIS = '[tool call] get_weather({"city": "Paris"})'
 LYON = '[tool call] get_weather({"city":"Lyon"})'
 
 
+def fenced(texts: list[str], mode: str = "synthesize") -> list[dict[str, Any]]:
+    candidates = [Candidate(text=t, choice=Choice(content=t)) for t in texts]
+    template = SELECT_INSTRUCTIONS if mode == "select" else SYNTHESIZE_INSTRUCTIONS
+    return aggregation_messages(user("use get_weather for Paris"), candidates, template)
+
+
 def _aggregate(client: openai.OpenAI, candidates: list[str], mode: str = "synthesize", **kwargs: Any) -> ChatCompletion:
-    messages = aggregation_messages(user("use get_weather for Paris"), candidates, mode)
+    messages = fenced(candidates, mode)
     return client.chat.completions.create(model="sim-medium", messages=messages, **kwargs)
 
 
@@ -200,7 +214,7 @@ def test_aggregating_mostly_tool_call_candidates_calls(sim: BackgroundSim, clien
 
 
 def test_a_cut_off_candidate_still_proposes_its_call(client: openai.OpenAI) -> None:
-    messages = aggregation_messages(user("use get_weather for Paris"), [PARIS, "Answer: rain"], "synthesize")
+    messages = fenced([PARIS, "Answer: rain"])
     cut = f'{CUT_OFF_OPEN.format(index=3)}\n{PARIS}\n{CANDIDATE_CLOSE}'
     messages = with_instructions(messages, cut)
     response = client.chat.completions.create(model="sim-medium", messages=messages, tools=TOOLS)
