@@ -98,6 +98,14 @@ def _report(settings: Settings, store: ResultsFile, plan: Plan, info: RunInfo) -
     return summary
 
 
+def _info(settings: Settings, tasks: int, simulator: bool, untraced: list[str], torn: bool) -> RunInfo:
+    endpoint = settings.url or f"`selfmoa serve` started in front of {settings.serve_base_url}"
+    return RunInfo(settings.command, endpoint, settings.model, f"{settings.tasks} ({tasks} tasks)",
+                   settings.approaches, settings.baseline, settings.seed,
+                   datetime.datetime.now().astimezone().isoformat(timespec="seconds"), simulator, settings.judge,
+                   settings.moa, untraced, torn, _shown(settings.prices) if settings.prices else None)
+
+
 def _execute(settings: Settings) -> int:
     tasks = load_tasks(settings.tasks, settings.limit)
     if settings.judge is None and any(t.kind == "judge" for t in tasks):
@@ -117,12 +125,7 @@ def _execute(settings: Settings) -> int:
                 run(plan, endpoint, store, settings.concurrency, settings.progress)
     finally:
         store.close()
-    info = RunInfo(settings.command, url if settings.url else f"`selfmoa serve` started in front of "
-                   f"{settings.serve_base_url}", settings.model, f"{settings.tasks} ({len(tasks)} tasks)",
-                   settings.approaches, settings.baseline, settings.seed,
-                   datetime.datetime.now().astimezone().isoformat(timespec="seconds"), simulator, settings.judge,
-                   settings.moa, sorted(endpoint.untraced), store.dropped_torn_line,
-                   _shown(settings.prices) if settings.prices else None)
+    info = _info(settings, len(tasks), simulator, sorted(endpoint.untraced), store.dropped_torn_line)
     summary = _report(settings, store, plan, info)
     print(console_table(table(summary["approaches"], summary["baseline"])))
     if info.simulator:

@@ -132,9 +132,13 @@ class _Run:
             return
         reference = str(baseline["output"])
         self.workers.submit(lambda: self._verdicts(task, answer.output or "", reference),
-                            lambda result: self.write(judged_row(row, result) if isinstance(result, Judgement)
-                                                      else unjudged_row(row, score_=None, note="judge failed",
-                                                                        error=f"judge: {result}")))
+                            lambda result: self.write(self._judged(row, result)))
+
+    @staticmethod
+    def _judged(row: dict[str, Any], result: Judgement | str) -> dict[str, Any]:
+        if isinstance(result, Judgement):
+            return judged_row(row, result)
+        return unjudged_row(row, score_=None, note="judge failed", error=f"judge: {result}")
 
     def _verdicts(self, task: Task, candidate: str, reference: str) -> Judgement | str:
         """Both readings (candidate as A, then as B); an error is returned as its message."""
