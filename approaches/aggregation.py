@@ -17,7 +17,7 @@ from typing import Any
 
 from .backend import Accumulator, Chunk
 from .calls import Caller, Deadline
-from .errors import BackendError, DeadlineExceeded, SelfMoAError, StreamInterrupted
+from .errors import BackendError, ContextTooLong, DeadlineExceeded, SelfMoAError, StreamInterrupted
 from .events import AnswerDelta
 from .prompts import SELECT_INSTRUCTIONS, SYNTHESIZE_INSTRUCTIONS, aggregation_messages, parse_selection
 from .types import Candidate, Choice, Message, Recipe
@@ -227,7 +227,14 @@ class Answered:
 def fall_back(candidates: Sequence[Candidate], synthesis: Choice | None, error: SelfMoAError, rounds: int,
               sequential: bool) -> Answered:
     """The answer when the aggregation gave nothing usable: the last synthesis, else the first
-    complete proposal (else the first): a plain call would have answered, so must we."""
+    complete proposal (else the first): a plain call would have answered, so must we.
+
+    Not when the aggregation was refused for the request's own fault (an unknown aggregator, a
+    `response_format` or tool schema the backend rejects, no access): a plain call would have
+    been refused too, and an unconstrained proposal is not what was asked for. That error stands.
+    """
+    if 400 <= error.status < 500 and error.status != 429 and not isinstance(error, ContextTooLong):
+        raise error
     if synthesis is not None:
         choice, what = synthesis, "the previous round's synthesis"
     else:

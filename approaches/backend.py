@@ -223,7 +223,7 @@ def classify(model: str, error: Exception) -> SelfMoAError:
     return BackendError(model, f"{type(error).__name__}: {error}")
 
 
-def _error_fields(error: openai.APIStatusError) -> tuple[str, str | None, str | None]:
+def error_fields(error: openai.APIStatusError) -> tuple[str, str | None, str | None]:
     """(message, param, code) of an error body, OpenAI-shaped or not."""
     body = error.body
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -237,7 +237,7 @@ def _error_fields(error: openai.APIStatusError) -> tuple[str, str | None, str | 
 
 def _classify_status(model: str, error: openai.APIStatusError) -> SelfMoAError:
     status = error.status_code
-    message, param, code = _error_fields(error)
+    message, param, code = error_fields(error)
     if status in _TRANSIENT_STATUS:
         return TransientError(model, message, status=status, code=code, retry_after=_retry_after(error))
     lowered = f"{code or ''} {message}".lower()

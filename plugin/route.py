@@ -19,6 +19,7 @@ from typing import Any
 import openai
 
 from selfmoa.approaches import AnswerDelta, Done, Event, OpenAIBackend, Outcome, SelfMoAError
+from selfmoa.approaches.backend import error_fields
 
 from .answering import Job, PublicError, events, outcome, prepare
 from .config import SLUGS, ConfigError, plan
@@ -250,13 +251,13 @@ def openai_shaped(response: Any) -> Any:
     data = response.get_json(silent=True)
     if not isinstance(data, dict) or not isinstance(data.get("error"), str):
         return response
-    status, code = response.status_code, None
+    status, message, code = response.status_code, data["error"], None
     scope = current_scope()
     upstream = scope.upstream_error if scope is not None else None
     if isinstance(upstream, openai.APIStatusError):
         status = upstream.status_code if upstream.status_code < 500 else 502
-        code = _upstream_code(upstream)
-    message = redact(data["error"], current_runtime().secrets)
+        message, _, code = error_fields(upstream)
+    message = redact(message, current_runtime().secrets)
     shaped = error_response(status, message, code=code)
     shaped.headers.update({k: v for k, v in response.headers.items() if k.lower() == "www-authenticate"})
     return shaped
@@ -305,13 +306,6 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
 def error_from(error: SelfMoAError) -> Any:
     return error_response(error.status, str(error), param=getattr(error, "param", None), code=error.code,
                           retry_after=error.retry_after)
-
-
-def _upstream_code(error: openai.APIStatusError) -> str | None:
-    body = error.body
-    inner = body.get("error") if isinstance(body, dict) else None
-    code = inner.get("code") if isinstance(inner, dict) else None
-    return str(code) if code is not None else None
 
 
 def _bearer(header: str | None) -> str | None:

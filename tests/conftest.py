@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import openai
@@ -11,6 +12,10 @@ from selfmoa.approaches import BackendMemory, Caller, Deadline, Proposer, Recipe
 from selfmoa.sim import BackgroundSim
 from tests.fakes import FakeBackend
 from tests.live import Proxy, SimLog
+
+# LiteLLM (imported by optillm and by the client tests) fetches its model price list from GitHub
+# at import, retrying with pauses when offline; its bundled copy does for tests.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture(autouse=True)

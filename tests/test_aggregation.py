@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from selfmoa.approaches import Candidate, Choice, run_moa
+import pytest
+
+from selfmoa.approaches import BackendError, Candidate, Choice, run_moa
 from selfmoa.approaches.prompts import (
     SYNTHESIZE_INSTRUCTIONS,
     aggregation_messages,
@@ -103,14 +105,27 @@ def test_a_hung_aggregation_is_raced_by_a_second_call() -> None:
     assert aggregations[1].candidates == aggregations[0].candidates
 
 
-def test_a_failed_aggregation_is_not_raced_and_a_proposal_answers() -> None:
+def test_a_refused_aggregation_is_not_raced_and_its_error_stands() -> None:
     def broken(call: Call) -> list[str]:
         if call.kind == "aggregate":
             raise status_error(404, "no such aggregator")
         return default_script(call)
 
     client = FakeBackend(broken)
-    outcome = run_moa(make_recipe(samples=2), USER, make_caller(client))
+    with pytest.raises(BackendError, match="no such aggregator") as raised:
+        run_moa(make_recipe(samples=2), USER, make_caller(client))
+    assert raised.value.status == 404  # the request's own fault: a proposal is not what it asked for
     assert len(client.of_kind("aggregate")) == 1
-    assert outcome.text == "m answer"
-    assert outcome.fallback is not None and "no such aggregator" in outcome.fallback
+
+
+def test_an_aggregation_that_gives_nothing_usable_is_answered_with_a_complete_proposal() -> None:
+    def script(call: Call) -> list[object]:
+        if call.kind == "propose":
+            return [("cut sho", "length"), "whole answer"]
+        return [""]
+
+    client = FakeBackend(script)
+    outcome = run_moa(make_recipe(samples=2), USER, make_caller(client))
+    assert len(client.of_kind("aggregate")) == 2  # asked once more, then given up
+    assert outcome.text == "whole answer" and outcome.answer.finish_reason == "stop"
+    assert outcome.fallback is not None and "empty aggregation twice" in outcome.fallback

@@ -100,3 +100,21 @@ def test_the_seq_window_narrows_until_rounds_fit() -> None:
     sizes = [len(a.candidates) for a in client.of_kind("aggregate")]
     assert outcome.sequential and sizes[0] == 12 and sizes[-1] <= 3
     assert all(size <= 3 for size in sizes[sizes.index(3):])
+
+
+def test_a_synthesis_cut_off_at_its_limit_is_marked_so_to_the_next_round() -> None:
+    rounds = iter([("first synthesis, cut sh", "length"), "second synthesis"])
+    client = FakeBackend(lambda c: default_script(c) if c.kind == "propose" else [next(rounds)])
+    outcome = run_moa(make_recipe(samples=9, sequential=True), USER, make_caller(client))
+    second = client.of_kind("aggregate")[1]
+    assert second.prompt.count('<candidate id="1" cut_off="true">\nfirst synthesis, cut sh') == 1
+    assert second.prompt.count('cut_off="true">') == 3  # the three synthesis slots
+    assert outcome.text == "second synthesis"
+
+
+def test_a_round_that_gives_nothing_usable_ends_with_the_last_synthesis() -> None:
+    rounds = iter(["first synthesis", "", ""])
+    client = FakeBackend(lambda c: default_script(c) if c.kind == "propose" else [next(rounds)])
+    outcome = run_moa(make_recipe(samples=9, sequential=True), USER, make_caller(client))
+    assert outcome.text == "first synthesis" and outcome.rounds == 1
+    assert outcome.fallback is not None and "previous round's synthesis" in outcome.fallback

@@ -50,6 +50,8 @@ class ModelProfile(BaseModel):
     hang_seconds: NonNegative = 3600.0
     rate_truncated: Probability = 0.0
     rate_empty: Probability = 0.0
+    rate_stream_cut: Probability = 0.0
+    """P(a streamed reply breaks off half-way: the connection drops after half of its pieces)."""
     reasoning: Literal["none", "think_tags", "field"] = "none"
 
     @model_validator(mode="after")

@@ -234,7 +234,9 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
     call_id = f"chatcmpl-sim-{record['seq']}"
     scale = state.profile.time_scale
     if req.stream:
-        return await _stream(request, call_id, name, choices, tokens, model, scale, req)
+        cut = state.uniform("stream_cut", name, record["seq"]) < model.rate_stream_cut
+        record["fault"] = record["fault"] or ("stream_cut" if cut else None)
+        return await _stream(request, call_id, name, choices, tokens, model, scale, req, cut)
     await _sleep_ms(model.ttft_ms + model.per_token_ms * max(c.tokens for c in choices), scale)
     body_choices = [{"index": index, "message": _message(choice), "finish_reason": choice.finish_reason,
                      "logprobs": _logprobs(choice.logprobs)} for index, choice in enumerate(choices)]
@@ -268,9 +270,9 @@ def _deltas(choice: _Choice) -> list[tuple[dict[str, Any], dict[str, Any] | None
 
 
 async def _stream(request: web.Request, call_id: str, name: str, choices: list[_Choice], prompt_tokens: int,
-                  model: ModelProfile, scale: float, req: ChatRequest) -> web.StreamResponse:
+                  model: ModelProfile, scale: float, req: ChatRequest, cut: bool = False) -> web.StreamResponse:
     """Server-sent events: role, reasoning, content or tool-call pieces (per-token latency between), finish,
-    usage if asked, [DONE]."""
+    usage if asked, [DONE]. A `cut` stream drops its connection after half of its pieces."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     await _sleep_ms(model.ttft_ms, scale)
@@ -285,7 +287,12 @@ async def _stream(request: web.Request, call_id: str, name: str, choices: list[_
         if choice.reasoning is not None:
             await response.write(chunk(index, {"reasoning_content": choice.reasoning}))
     streams = [_deltas(c) for c in choices]
-    for step in range(max(len(s) for s in streams)):
+    steps = max(len(s) for s in streams)
+    for step in range(steps):
+        if cut and step == steps // 2:
+            if request.transport is not None:
+                request.transport.abort()
+            raise _NoResponse("stream_cut")
         step_tokens = 0
         for index, deltas in enumerate(streams):
             if step < len(deltas):
