@@ -13,14 +13,14 @@ $(STAMP): pyproject.toml requirements/optillm.txt requirements/llamacpp.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	# optillm without its dependency list (which would pull torch & co); its proxy-only set comes from pyproject
 	$(PY) -m pip install --quiet --no-deps -r requirements/optillm.txt
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ab]'
 	# a real third-party OpenAI-compatible server (llama.cpp) for the tests
 	$(PY) -m pip install --quiet -r requirements/llamacpp.txt
 	touch $(STAMP)
 
 # The full optillm install (local inference, torch...): several GB, opt-in.
 setup-full: setup
-	$(PY) -m pip install --quiet -e '.[full,test]'
+	$(PY) -m pip install --quiet -e '.[full,test,ab]'
 
 demo: setup
 	$(VENV)/bin/selfmoa demo

@@ -14,12 +14,58 @@ import json
 import math
 import statistics
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from selfmoa.demo import APPROACHES, DISCLAIMER, Approach, Stack, ask, pick_tasks, running_stack
-from selfmoa.sim import Task
+import openai
+
+from selfmoa.demo import DISCLAIMER, PROPOSERS, Stack, running_stack
+from selfmoa.sim import Task, load_tasks
+
+
+@dataclass(frozen=True)
+class Approach:
+    name: str
+    model: str
+    moa: dict[str, Any] = field(default_factory=dict)
+
+
+APPROACHES: tuple[Approach, ...] = (
+    Approach("single", "sim-strong"),
+    Approach("moa", "moa-sim-strong"),
+    Approach("self_moa", "self_moa-sim-strong"),
+    Approach("mixed_moa", "mixed_moa-sim-strong", {"proposers": PROPOSERS}),
+    Approach("self_moa_seq", "self_moa_seq-sim-strong", {"samples": 12}),
+    Approach("mixed_moa_seq", "mixed_moa_seq-sim-strong",
+             {"proposers": [{"model": m, "samples": 4} for m in PROPOSERS]}),
+)
+
+
+@dataclass
+class Result:
+    approach: str
+    latency: float
+    error: str | None = None
+
+
+def pick_tasks(count: int) -> list[Task]:
+    """`count` bundled tasks, alternating between the arithmetic and the multiple-choice set."""
+    sets = [load_tasks("arithmetic"), load_tasks("choice")]
+    return [sets[i % 2][(i // 2) % len(sets[i % 2])] for i in range(count)]
+
+
+def ask(client: openai.OpenAI, approach: Approach, task: Task) -> Result:
+    """One timed request through the proxy; a failure is recorded in the result, not raised."""
+    started = time.perf_counter()
+    try:
+        client.chat.completions.create(model=approach.model, extra_body={"moa": approach.moa} if approach.moa
+                                       else None, messages=[{"role": "user", "content": task.question}])
+    except openai.OpenAIError as error:
+        return Result(approach.name, time.perf_counter() - started, str(error)[:300])
+    return Result(approach.name, time.perf_counter() - started)
 
 
 @dataclass

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .ab.command import ab
+
 PLUGINS_DIR = Path(__file__).parent / "optillm_plugins"
 
 
@@ -47,10 +49,15 @@ def sim(host: str, port: int, profile: str | None, seed: int, time_scale: float 
     run_sim(host=host, port=port, profile_path=profile, seed=seed, time_scale=time_scale)
 
 
+main.add_command(ab)
+
+
 @main.command()
-@click.option("--tasks", default=3, show_default=True, type=int, help="Questions per approach.")
-def demo(tasks: int) -> None:
-    """Offline end-to-end demo: simulator + `selfmoa serve`, one request per approach, side by side."""
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N tasks of the bundled set.")
+@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the report and plots go.")
+def demo(limit: int | None, out: Path) -> None:
+    """Offline end-to-end demo: simulator + `selfmoa serve` + `selfmoa ab` of six approaches, report and plots."""
     from .demo import run_demo
 
-    run_demo(tasks)
+    run_demo(limit, out)

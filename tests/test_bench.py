@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from selfmoa.demo import APPROACHES
+from benchmarks.run import APPROACHES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
