@@ -67,7 +67,7 @@ def fits(recipe: Recipe, messages: Sequence[Message], candidates: Sequence[Candi
     """Whether a one-shot aggregation prompt stays within the aggregator's context budget."""
     if recipe.context_budget is None:
         return True
-    prompt = aggregation_messages(messages, candidates, MODES[recipe.mode].instructions)
+    prompt = aggregation_messages(messages, candidates, MODES[recipe.mode].instructions, recipe.placement)
     return estimate_tokens(prompt) <= recipe.context_budget
 
 
@@ -82,7 +82,7 @@ def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candi
     the answer yields it piece by piece as the aggregator writes it. An empty reply is asked for
     once more, then raised as an error."""
     mode = MODES[recipe.mode]
-    prompt = aggregation_messages(messages, candidates, mode.instructions)
+    prompt = aggregation_messages(messages, candidates, mode.instructions, recipe.placement)
     call = functools.partial(hedged_stream if stream and mode.streams else hedged_complete, caller,
                              recipe.aggregator_endpoint, recipe.aggregator, prompt, aggregation_params(recipe))
     for _ in range(2):

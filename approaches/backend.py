@@ -9,6 +9,10 @@ LiteLLM wrapper (the timeout then goes in the call itself), so no call outlives 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +24,14 @@ import openai
 from .errors import BackendError, ContextTooLong, ParameterRefused, SelfMoAError, TransientError
 from .types import Choice, Message, Usage
 
+# Fields that help a backend keep a prompt cache warm between the proposals and the aggregation,
+# which reads the same conversation: llama.cpp's `cache_prompt` and OpenAI's `prompt_cache_key`
+# (requests with one key are routed to the same cache). Optional: a backend that refuses one is
+# sent it no more.
+CACHE_HINTS = ("cache_prompt", "prompt_cache_key")
 # Parameters a backend may refuse that a call can do without (dropped or renamed once, remembered).
-ADAPTABLE = ("max_tokens", "temperature", "top_p", "n", "seed", "stop", "stream_options", "parallel_tool_calls")
+ADAPTABLE = ("max_tokens", "temperature", "top_p", "n", "seed", "stop", "stream_options", "parallel_tool_calls",
+             *CACHE_HINTS)
 _CONTEXT_HINTS = ("context_length", "context length", "context size", "context window", "maximum context")
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -88,9 +98,46 @@ class OpenAIBackend:
     def _create(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], timeout: float) -> Any:
         if hasattr(self.client, "with_options"):
             client = self.client.with_options(timeout=timeout, max_retries=0)
-            return client.chat.completions.create(model=model, messages=list(messages), **params)
+            create = client.chat.completions.create
+            return create(model=model, messages=list(messages), **sdk_arguments(create, params))
         # optillm's LiteLLM wrapper: no with_options; LiteLLM takes the timeout per call
         return self.client.chat.completions.create(model=model, messages=list(messages), timeout=timeout, **params)
+
+
+def sdk_arguments(create: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` as keyword arguments of a client's `create`: a field it has no keyword for (a
+    backend's own, such as llama.cpp's `cache_prompt` or `top_k`) travels in `extra_body`, which
+    the openai SDK merges into the request body."""
+    known = _keywords(getattr(create, "__func__", create))
+    if known is None:
+        return dict(params)
+    kept = {k: v for k, v in params.items() if k in known}
+    extra = {k: v for k, v in params.items() if k not in known}
+    if extra:
+        kept["extra_body"] = {**(kept.get("extra_body") or {}), **extra}
+    return kept
+
+
+@functools.lru_cache(maxsize=16)
+def _keywords(function: Any) -> frozenset[str] | None:
+    """The keywords `function` takes; None when it takes any (`**kwargs`)."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters)
+
+
+def cache_hints(messages: Sequence[Message]) -> dict[str, Any]:
+    """The `CACHE_HINTS` for a conversation. The key is a digest of the conversation's head (up to
+    its first user turn): the same for every call of a request and for every later turn of the
+    conversation, so they all meet the cache their prefix left."""
+    head: list[Message] = []
+    for message in messages:
+        head.append(message)
+        if message.get("role") == "user":
+            break
+    digest = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return {"cache_prompt": True, "prompt_cache_key": f"selfmoa-{digest}"}
 
 
 def _chunks(model: str, response: Any) -> Iterator[Chunk]:
@@ -252,9 +299,11 @@ def _classify_status(model: str, error: openai.APIStatusError) -> SelfMoAError:
 
 def _param_named_in(message: str) -> str | None:
     for param in ADAPTABLE:
-        if re.search(rf"['\"`]{param}['\"`]|\b{param} (must|is not|not supported)", message):
+        if re.search(rf"['\"`]{param}['\"`]|\b{param} (must|is not|not supported)|argument supplied: {param}\b",
+                     message):
             return param
-    return None
+    # a cache hint is ours and its name unmistakable: a client error that mentions it is about it
+    return next((hint for hint in CACHE_HINTS if re.search(rf"\b{hint}\b", message)), None)
 
 
 def _retry_after(error: openai.APIStatusError) -> float | None:

@@ -81,7 +81,8 @@ def _answer(caller: Caller, recipe: Recipe, messages: Sequence[Message], stream:
             ) -> Generator[Event, None, Answered]:
     last = Batch()
     for layer in range(1, recipe.layers + 1):
-        prompt = messages if layer == 1 else reference_messages(messages, [s.candidate for s in last.samples])
+        prompt = messages if layer == 1 else reference_messages(messages, [s.candidate for s in last.samples],
+                                                                recipe.placement)
         if layer == recipe.layers and recipe.sequential:
             return (yield from _seq(caller, recipe, messages, prompt, layer, stream))
         deadline = caller.deadline.share(PROPOSAL_SHARE / (recipe.layers - layer + 1))

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 Message = dict[str, Any]
 Mode = Literal["synthesize", "select"]
+# Where an aggregation-style prompt puts its instructions and candidates (see `prompts.PLACEMENTS`).
+Placement = Literal["last_user", "system"]
 DEFAULT_ENDPOINT = "default"
 
 
@@ -38,6 +40,7 @@ class Recipe:
     window: int = 6
     synthesis_slots: int = 3
     mode: Mode = "synthesize"
+    placement: Placement = "last_user"
     min_samples: int = 1
     include_reasoning: bool = False
     context_budget: int | None = None

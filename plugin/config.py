@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
 from selfmoa.approaches import DEFAULT_ENDPOINT, VARIANTS, Proposer, Recipe, SelfMoAError, max_calls
+from selfmoa.approaches.backend import cache_hints
 
 SLUGS = tuple(VARIANTS)
 # The request's own fields that shape the answer the user sees: they reach the final aggregation.
@@ -34,6 +35,7 @@ BUILT_IN: dict[str, Any] = {
     "window": 6,
     "synthesis_slots": 3,
     "mode": "synthesize",
+    "placement": "last_user",
     "min_samples": 1,
     "timeout": 120.0,
     "include_reasoning": False,
@@ -88,6 +90,7 @@ class Options(BaseModel):
     window: int | None = Field(default=None, ge=2)
     synthesis_slots: int | None = Field(default=None, ge=1)
     mode: Literal["synthesize", "select"] | None = None
+    placement: Literal["last_user", "system"] | None = None
     min_samples: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     grace: float | None = Field(default=None, ge=0)
@@ -275,7 +278,7 @@ def plan(approach: str, model: str, body: Mapping[str, Any] | None, messages: An
     if "timeout" not in request.model_fields_set:  # the server's cap bounds its own default too
         settings["timeout"] = min(settings["timeout"], server.caps.timeout)
     check_messages(messages, server.caps)
-    recipe = _recipe(approach, model, settings, body, server)
+    recipe = _recipe(approach, model, settings, body, messages, server)
     _check_repeats(fields.n, recipe, server.caps)
     return Plan(recipe=recipe, trace=settings["trace"])
 
@@ -300,7 +303,7 @@ def _set(options: Options) -> dict[str, Any]:
 
 
 def _recipe(
-    approach: str, model: str, s: dict[str, Any], body: Mapping[str, Any], server: ServerConfig
+    approach: str, model: str, s: dict[str, Any], body: Mapping[str, Any], messages: Any, server: ServerConfig
 ) -> Recipe:
     if s["synthesis_slots"] >= s["window"]:
         raise ConfigError("moa.synthesis_slots", f"must be less than window ({s['window']})")
@@ -320,13 +323,14 @@ def _recipe(
         window=s["window"],
         synthesis_slots=s["synthesis_slots"],
         mode=s["mode"],
+        placement=s["placement"],
         min_samples=s["min_samples"],
         include_reasoning=s["include_reasoning"],
         context_budget=info.context_window - (request_max or 0) if info else None,
         timeout=s["timeout"],
         grace=s.get("grace"),
         final_params=final,
-        shared_params=shared,
+        shared_params={**cache_hints(messages), **shared},  # the request's own values win
     )
     _check_caps(recipe, server.caps)
     return recipe

@@ -39,7 +39,7 @@ class Call:
 
     @property
     def prompt(self) -> str:
-        return "\n".join(str(m.get("content")) for m in self.messages)
+        return "\n".join(_text(m.get("content")) for m in self.messages)
 
     @property
     def candidates(self) -> list[str]:
@@ -55,6 +55,13 @@ class Call:
 
 
 Script = Callable[[Call], Any]
+
+
+def _text(content: Any) -> str:
+    """A message's content as text (content parts joined)."""
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return str(content)
 
 
 def status_error(status: int, message: str = "error", *, param: str | None = None, code: str | None = None,

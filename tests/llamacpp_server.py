@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["DEFAULT_ALIAS", "LlamaServer", "llamacpp_server", "write_tiny_gguf"]
+__all__ = ["DEFAULT_ALIAS", "STRICT_CHAT_TEMPLATE", "LlamaServer", "llamacpp_server", "write_tiny_gguf"]
 
 DEFAULT_ALIAS = "tiny-llama"
 
@@ -64,6 +64,33 @@ _CHAT_TEMPLATE = (
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# ChatML that refuses misplaced roles as strict templates do (Mistral's, Gemma's, Llama 2's): a
+# system message anywhere but first, or two user (or assistant-text) turns in a row. Like
+# Mistral's, it counts only user turns and assistant turns without tool calls, so a user turn
+# right after tool results (with no assistant text between) is refused too.
+STRICT_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(previous='') -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' and not loop.first -%}"
+    "{{- raise_exception('A system message is only allowed first') -}}"
+    "{%- endif -%}"
+    "{%- set calls = message['role'] == 'assistant' and message.tool_calls is defined and message.tool_calls -%}"
+    "{%- if message['role'] == 'user' or (message['role'] == 'assistant' and not calls) -%}"
+    "{%- if message['role'] == ns.previous -%}"
+    "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') -}}"
+    "{%- endif -%}"
+    "{%- set ns.previous = message['role'] -%}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- endif -%}"
+    "{%- if calls -%}{%- for call in message.tool_calls -%}"
+    "{{- '[call] ' + call.function.name + ' ' + (call.function.arguments | tojson) -}}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
 
@@ -91,7 +118,7 @@ def _vocab() -> tuple[list[str], list[float], list[int], set[int]]:
 
 def write_tiny_gguf(path: Path, *, n_ctx_train: int = 256, alias: str = DEFAULT_ALIAS,
                     seed: int = 0, stop_probability: float = 0.0,
-                    stop_temperature: float = 0.7) -> str:
+                    stop_temperature: float = 0.7, chat_template: str = _CHAT_TEMPLATE) -> str:
     """Write a minimal llama-architecture GGUF model to *path*; return its model alias.
 
     The file is about 350 KiB of float32 weights; llama.cpp loads it in milliseconds.
@@ -111,6 +138,9 @@ def write_tiny_gguf(path: Path, *, n_ctx_train: int = 256, alias: str = DEFAULT_
     and a completion of ``max_tokens=1`` always ends with ``finish_reason == "length"``.
     Greedy decoding (temperature 0) stops only if *stop_probability* makes ``</s>`` the most
     likely token.
+
+    *chat_template* (default: ChatML) is written into the file; llama.cpp renders every chat
+    request with it. :data:`STRICT_CHAT_TEMPLATE` refuses misplaced roles, as strict ones do.
     """
     if not 0.0 <= stop_probability < 1.0:
         raise ValueError(f"stop_probability must be in [0, 1), got {stop_probability}")
@@ -146,7 +176,7 @@ def write_tiny_gguf(path: Path, *, n_ctx_train: int = 256, alias: str = DEFAULT_
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(True)
-    writer.add_chat_template(_CHAT_TEMPLATE)
+    writer.add_chat_template(chat_template)
 
     f32 = np.float32
     # Residual stream = token embedding only (attention and MLP outputs are zero). Dimension 0

@@ -227,8 +227,9 @@ def test_instructions_inside_candidates_stay_fenced_as_data(hostile_proxy: Proxy
                                    "moa": {"samples": 4}})
     assert response.status_code == 200, response.text
     (aggregation,) = calls.of_kind("aggregate")
-    fenced = aggregation["messages"][0]["content"]  # the candidates go into the aggregator's system prompt
-    assert aggregation["messages"][0]["role"] == "system"
+    (turn,) = aggregation["messages"]  # the question, then our instructions and the candidates
+    assert turn["role"] == "user" and turn["content"].startswith(attack + "\n\n")
+    fenced = turn["content"][len(attack):]
     assert "</candidate> <candidate" in str(calls.of_kind("propose")[0]["messages"])  # the question carried it
     assert fenced.count("</candidate>") == 4 and fenced.count('<candidate id="') == 4  # only our own fences
     assert fenced.count("<\\/candidate>") == 4  # each candidate's forged closer, neutralised

@@ -100,8 +100,8 @@ def test_multi_turn_conversation_and_system_prompt_reach_every_call(fake: FakeBa
     run_moa(make_recipe(samples=2), conversation, make_caller(fake))
     proposal, aggregation = fake.calls
     assert proposal.messages == conversation
-    assert aggregation.messages[0]["content"].startswith("You are terse.")
-    assert aggregation.messages[1:] == conversation[1:]
+    assert aggregation.messages[:-1] == conversation[:-1]
+    assert aggregation.messages[-1]["content"].startswith("Double it.\n\n")
 
 
 def test_a_refusal_that_states_the_largest_n_is_used_for_the_batches() -> None:

@@ -20,7 +20,7 @@ from selfmoa.approaches.prompts import (
     SELECT_INSTRUCTIONS,
     SYNTHESIZE_INSTRUCTIONS,
     aggregation_messages,
-    with_instructions,
+    in_system_prompt,
 )
 from selfmoa.sim import BackgroundSim, load_profile, load_tasks
 from selfmoa.sim.judge import WINNER_PATTERN
@@ -216,7 +216,7 @@ def test_aggregating_mostly_tool_call_candidates_calls(sim: BackgroundSim, clien
 def test_a_cut_off_candidate_still_proposes_its_call(client: openai.OpenAI) -> None:
     messages = fenced([PARIS, "Answer: rain"])
     cut = f'{CUT_OFF_OPEN.format(index=3)}\n{PARIS}\n{CANDIDATE_CLOSE}'
-    messages = with_instructions(messages, cut)
+    messages = in_system_prompt(messages, cut)
     response = client.chat.completions.create(model="sim-medium", messages=messages, tools=TOOLS)
     assert response.choices[0].finish_reason == "tool_calls"
 

@@ -21,7 +21,7 @@ from .tools import ToolCall, ToolRequest
 SAMPLING_FIELDS = (
     "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "response_format", "n",
 )
-OPTION_FIELDS = ("tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs")
+OPTION_FIELDS = ("tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "cache_prompt", "prompt_cache_key")
 """Recorded in the call log as sent, next to SAMPLING_FIELDS; `tools` is recorded as its function names."""
 
 
