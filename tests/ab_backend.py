@@ -20,10 +20,12 @@ Script = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
 def completion(content: str, *, prompt_tokens: int | None = 10, completion_tokens: int = 5,
-               trace: dict[str, Any] | None = None) -> dict[str, Any]:
+               trace: dict[str, Any] | None = None, cached_tokens: int | None = None) -> dict[str, Any]:
     usage: dict[str, Any] = {"completion_tokens": completion_tokens}
     if prompt_tokens is not None:
         usage.update(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens + completion_tokens)
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     body: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
                             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                          "finish_reason": "stop"}], "usage": usage}

@@ -45,6 +45,14 @@ def test_a_trace_is_priced_per_model_with_cached_prompt_tokens(prices: dict[str,
     assert cost.dollars == pytest.approx(expected / 1e6) and cost.complete
 
 
+def test_a_plain_replys_cached_prompt_tokens_cost_the_cached_rate(prices: dict[str, object]) -> None:
+    row = {"prompt_tokens": 1000, "completion_tokens": 200, "cached_tokens": 800}
+    cost = row_cost(row, "big", prices)  # type: ignore[arg-type]
+    assert cost.dollars == pytest.approx((200 * 2.5 + 800 * 1.25 + 200 * 10) / 1e6) and cost.complete
+    small = row_cost(row, "small", prices)  # type: ignore[arg-type]  # no cached rate: the prompt rate
+    assert small.dollars == pytest.approx((1000 * 0.15 + 200 * 0.6) / 1e6)
+
+
 def test_missing_prompt_tokens_or_prices_make_the_cost_a_lower_bound(prices: dict[str, object]) -> None:
     only_completion = row_cost({"prompt_tokens": None, "completion_tokens": 500}, "big", prices)  # type: ignore[arg-type]
     assert only_completion.dollars == pytest.approx(500 * 10 / 1e6) and not only_completion.complete

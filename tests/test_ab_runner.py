@@ -31,7 +31,7 @@ def native(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Baseline `m` right on even tasks; self_moa always right, traced; optillm's moa: completion tokens only."""
     n, model = number_in(body), body["model"]
     if model == "m":
-        return 200, completion(f"Answer: {n if n % 2 == 0 else n + 1}")
+        return 200, completion(f"Answer: {n if n % 2 == 0 else n + 1}", cached_tokens=4)
     if model == "self_moa-m":
         traced = trace(n) if body.get("moa", {}).get("trace") else None
         return 200, completion(f"Answer: {n}", prompt_tokens=350, completion_tokens=40, trace=traced)
@@ -76,6 +76,7 @@ def test_rows_requests_and_summary_from_native_replies(tmp_path: Path) -> None:
     assert mine["quality"] == pytest.approx(2 / 3) and mine["proposals"] == 3
     assert mine["diversity"] == pytest.approx(vendi_score(texts)) and mine["failed_proposals"] == 1
     assert mine["usage_by_model"]["small"]["prompt_tokens"] == 50
+    assert next(r for r in rows if r["id"] == "t4" and r["approach"] == "none")["cached_tokens"] == 4
     failed = next(r for r in rows if r["id"] == "t3" and r["approach"] == "moa")
     assert failed["score"] is None and failed["error"] == "HTTP 500: upstream exploded"
 
@@ -87,7 +88,7 @@ def test_rows_requests_and_summary_from_native_replies(tmp_path: Path) -> None:
     # cost per model from the trace: m 200 uncached + 100 cached prompt, 40 completion; small 50 prompt
     per_task = (200 * 1.0 + 100 * 0.5 + 40 * 2.0 + 50 * 0.1) / 1e6
     assert self_moa["cost"] == pytest.approx(6 * per_task) and self_moa["cost_complete"] is True
-    assert base["cost"] == pytest.approx(6 * (10 * 1.0 + 5 * 2.0) / 1e6)
+    assert base["cost"] == pytest.approx(6 * (6 * 1.0 + 4 * 0.5 + 5 * 2.0) / 1e6)  # 4 of 10 prompt tokens cached
     assert (moa["cost"], moa["cost_complete"], moa["prompt_tokens"], moa["tokens_complete"]) == (None, False, None,
                                                                                                   False)
     assert moa["cost_lower_bound"] == pytest.approx(5 * 40 * 2.0 / 1e6)

@@ -69,10 +69,12 @@ def _priced(price: Price | None, prompt: int | None, completion: int | None, cac
 
 
 def row_cost(row: Mapping[str, Any], base_model: str, prices: Mapping[str, Price]) -> Cost:
-    """The cost of one answered row: per model from `usage_by_model`, else all at the base model's rates."""
+    """The cost of one answered row: per model from `usage_by_model`, else all at the base model's rates
+    (cached prompt tokens at the cached rate either way, so a plain model's cache hits count too)."""
     by_model = row.get("usage_by_model")
     if not by_model:
-        return _priced(prices.get(base_model), row.get("prompt_tokens"), row.get("completion_tokens"), None)
+        return _priced(prices.get(base_model), row.get("prompt_tokens"), row.get("completion_tokens"),
+                       row.get("cached_tokens"))
     parts = [_priced(prices.get(name), u.get("prompt_tokens"), u.get("completion_tokens"), u.get("cached_tokens"))
              for name, u in by_model.items()]
     return Cost(sum(p.dollars for p in parts), all(p.complete for p in parts))

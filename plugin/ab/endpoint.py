@@ -25,10 +25,16 @@ SIM_OWNER = "selfmoa-sim"
 _LENIENT = ConfigDict(extra="ignore", frozen=True)
 
 
+class PromptDetails(BaseModel):
+    model_config = _LENIENT
+    cached_tokens: int | None = None
+
+
 class Usage(BaseModel):
     model_config = _LENIENT
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    prompt_tokens_details: PromptDetails | None = None
 
 
 class ModelUsage(BaseModel):
@@ -85,6 +91,7 @@ class Answer:
     completion_tokens: int | None = None
     trace: Trace | None = None
     error: str | None = None
+    cached_tokens: int | None = None  # prompt tokens a backend's cache served, where the reply says
 
 
 def request_model(approach: str, model: str) -> str:
@@ -150,8 +157,9 @@ class Endpoint:
         except openai.OpenAIError as error:
             return Answer(None, time.perf_counter() - started, error=describe(error))
         usage = reply.usage or Usage()
+        cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None
         return Answer(reply.choices[0].message.content or "", time.perf_counter() - started,
-                      usage.prompt_tokens, usage.completion_tokens, reply.selfmoa)
+                      usage.prompt_tokens, usage.completion_tokens, reply.selfmoa, cached_tokens=cached)
 
     def _ask(self, approach: str, messages: list[dict[str, Any]]) -> Reply:
         moa = self._moa(approach)

@@ -18,7 +18,7 @@ from .tasks import Task
 def base_row(task: Task, approach: str, model: str, answer: Answer) -> dict[str, Any]:
     return {"id": task.id, "approach": approach, "model": request_model(approach, model), "output": answer.output,
             "score": None, "latency_s": round(answer.latency_s, 4), "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens, "error": answer.error}
+            "completion_tokens": answer.completion_tokens, "cached_tokens": answer.cached_tokens, "error": answer.error}
 
 
 def trace_fields(task: Task, trace: Trace | None) -> dict[str, Any]:
