@@ -50,3 +50,23 @@ def test_the_serving_benchmark_prints_its_three_ratios(tmp_path: Path) -> None:
     report = json.loads(out_json.read_text())
     assert report["streaming"]["ratio"] > 0 and report["throughput"]["ratio"] > 0
     assert report["cpu"]["cpu_ms_self_moa"] > 0
+
+
+def test_the_placement_benchmark_prints_both_placements_prompt_work(tmp_path: Path) -> None:
+    """Tiny: one short conversation per placement on a real llama.cpp server; the table and the
+    JSON carry llama.cpp's own counts."""
+    script = SCRIPT.parent / "placement.py"
+    out_json = tmp_path / "placement.json"
+    done = subprocess.run([sys.executable, str(script), "--trials", "1", "--conversation-tokens", "200",
+                           "--samples", "2", "--json", str(out_json)],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stdout + done.stderr  # 1: the goal missed, said on stderr
+    assert ("goal was missed" in done.stderr) == (done.returncode == 1)
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| `")]
+    assert [row.split("|")[1].strip() for row in rows] == ["`system`", "`last_user`"]
+    assert "REAL llama.cpp" in done.stdout and "Goal (last_user)" in done.stdout
+    report = json.loads(out_json.read_text())
+    for placement in ("system", "last_user"):
+        (trial,) = report[placement]
+        assert trial["prompt_n"] > 0 and trial["cache_n"] >= 0 and trial["added_tokens"] > 0
+    assert report["last_user"][0]["cache_n"] >= report["last_user"][0]["conversation_tokens"]
