@@ -137,7 +137,7 @@ def cache_hints(messages: Sequence[Message]) -> dict[str, Any]:
         if message.get("role") == "user":
             break
     digest = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return {"cache_prompt": True, "prompt_cache_key": f"selfmoa-{digest}"}
+    return {"cache_prompt": True, "prompt_cache_key": digest}
 
 
 def _chunks(model: str, response: Any) -> Iterator[Chunk]:

@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.llamacpp_server: the tiny model and the server around it
 
-from selfmoa.approaches import AnswerDelta, BackendMemory, Caller, Deadline, moa_events  # noqa: E402
+from selfmoa.approaches import AnswerDelta, BackendError, BackendMemory, Caller, Deadline, moa_events  # noqa: E402
 from selfmoa.approaches.backend import Chunk, Completion, parse_chunk, parse_completion  # noqa: E402
 from selfmoa.approaches.prompts import CANDIDATE_PATTERN  # noqa: E402
 from selfmoa.config import ServerConfig, resolve  # noqa: E402
@@ -67,16 +67,18 @@ class CallRecord:
 
 class LlamaBackend:
     """A selfmoa `Backend` over llama.cpp's chat endpoint that records each call's `timings` and,
-    streamed, when its first token came. Any HTTP error ends the benchmark."""
+    streamed, when its first token came. An HTTP error is raised to the core as selfmoa's own, and
+    recorded: any ends the benchmark."""
 
     def __init__(self, server: LlamaServer) -> None:
         self.http = httpx.Client(base_url=server.base_url, timeout=300)
         self.calls: list[CallRecord] = []
+        self.errors: list[str] = []
 
     def complete(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
                  timeout: float) -> Completion:
         response = self.http.post("/chat/completions", json={"model": model, "messages": list(messages), **params})
-        response.raise_for_status()
+        self._check(response)
         body = response.json()
         self.calls.append(CallRecord(list(messages), False, body.get("timings") or {}))
         return parse_completion(body)
@@ -90,7 +92,9 @@ class LlamaBackend:
 
     def _events(self, body: dict[str, Any], record: CallRecord, started: float) -> Iterator[Chunk]:
         with self.http.stream("POST", "/chat/completions", json=body) as response:
-            response.raise_for_status()
+            if response.is_error:
+                response.read()
+            self._check(response)
             for line in response.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
@@ -100,6 +104,12 @@ class LlamaBackend:
                     record.ttft_s = time.perf_counter() - started
                 record.timings = event.get("timings") or record.timings
                 yield chunk
+
+
+    def _check(self, response: httpx.Response) -> None:
+        if response.is_error:
+            self.errors.append(f"HTTP {response.status_code}: {response.text[:300]}")
+            raise BackendError("llama.cpp", self.errors[-1], status=response.status_code)
 
 
 def tokens(server: LlamaServer, text: str) -> int:
@@ -148,7 +158,11 @@ def trial(server: LlamaServer, placement: str, messages: list[dict[str, Any]], a
     for event in moa_events(recipe, messages, caller, stream=True):
         if isinstance(event, AnswerDelta) and answer_ttft is None:
             answer_ttft = time.perf_counter() - started
-    (aggregation,) = [c for c in backend.calls if c.aggregation]
+    aggregations = [c for c in backend.calls if c.aggregation]
+    if backend.errors or len(aggregations) != 1:
+        raise SystemExit(f"placement: the {placement} request did not run as one clean aggregation "
+                         f"({len(aggregations)} aggregation calls; errors: {backend.errors})")
+    (aggregation,) = aggregations
     return Trial(placement, tokens(server, messages[-1]["content"]),
                  tokens(server, added_text(aggregation.messages, messages)),
                  int(aggregation.timings.get("prompt_n", -1)), int(aggregation.timings.get("cache_n", -1)),
@@ -158,7 +172,10 @@ def trial(server: LlamaServer, placement: str, messages: list[dict[str, Any]], a
 def run(placement: str, args: argparse.Namespace, folder: Path) -> list[Trial]:
     """`--trials` requests on a fresh server: the first meets a cold cache, later ones a warm one."""
     parallel = args.samples + 2
-    n_ctx = 256 * -(-(args.conversation_tokens + 900 + args.samples * (args.proposal_tokens + 40)) // 256)
+    # room for the conversation, the instructions (~830 tokens in this vocabulary), the candidates
+    # (a text can take more tokens read back than it took written) and the answer
+    needed = args.conversation_tokens + 1200 + args.samples * (3 * args.proposal_tokens + 40) + args.answer_tokens
+    n_ctx = 256 * -(-needed // 256)
     model = folder / f"tiny-{placement}.gguf"
     write_tiny_gguf(model, n_ctx_train=n_ctx, stop_probability=0.05)
     with llamacpp_server(model, ctx_size=n_ctx * parallel, parallel=parallel, log_dir=folder / placement) as server:
