@@ -8,22 +8,22 @@ import asyncio
 import litellm
 import openai
 
+from tests.conversations import BAKER
 from tests.live import CLIENT_KEY, Proxy
 
-ASK = [{"role": "user", "content": "A baker has 12 trays of 8 rolls and sells 30. How many rolls are left?"}]
 MODEL = "self_moa-sim-strong"
 
 
 def test_openai_sync(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model=MODEL, messages=BAKER)  # type: ignore[arg-type]
     assert reply.choices[0].message.content and reply.usage and reply.usage.prompt_tokens > 0
 
 
 def test_openai_async_and_async_streaming(proxy: Proxy) -> None:
     async def both() -> tuple[openai.types.chat.ChatCompletion, list[openai.types.chat.ChatCompletionChunk]]:
         async with openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key=CLIENT_KEY, max_retries=0) as client:
-            whole = await client.chat.completions.create(model=MODEL, messages=ASK)  # type: ignore[arg-type]
-            stream = await client.chat.completions.create(model=MODEL, messages=ASK, stream=True,  # type: ignore
+            whole = await client.chat.completions.create(model=MODEL, messages=BAKER)  # type: ignore[arg-type]
+            stream = await client.chat.completions.create(model=MODEL, messages=BAKER, stream=True,  # type: ignore
                                                           stream_options={"include_usage": True})
             return whole, [chunk async for chunk in stream]
 
@@ -34,14 +34,14 @@ def test_openai_async_and_async_streaming(proxy: Proxy) -> None:
 
 
 def test_openai_stream_helper_accumulates_the_answer(client: openai.OpenAI) -> None:
-    with client.chat.completions.stream(model=MODEL, messages=ASK,  # type: ignore[arg-type]
+    with client.chat.completions.stream(model=MODEL, messages=BAKER,  # type: ignore[arg-type]
                                         stream_options={"include_usage": True}) as stream:
         final = stream.get_final_completion()
     assert final.choices[0].message.content and final.usage and final.usage.completion_tokens > 0
 
 
 def test_litellm(proxy: Proxy) -> None:
-    reply = litellm.completion(model=f"openai/{MODEL}", messages=ASK, api_base=f"{proxy.url}/v1",
+    reply = litellm.completion(model=f"openai/{MODEL}", messages=BAKER, api_base=f"{proxy.url}/v1",
                                api_key=CLIENT_KEY, num_retries=0)
     assert reply.choices[0].message.content  # type: ignore[union-attr]
     usage = reply.usage  # type: ignore[attr-defined]
@@ -49,7 +49,7 @@ def test_litellm(proxy: Proxy) -> None:
 
 
 def test_litellm_streaming_with_usage(proxy: Proxy) -> None:
-    chunks = list(litellm.completion(model=f"openai/{MODEL}", messages=ASK, api_base=f"{proxy.url}/v1",
+    chunks = list(litellm.completion(model=f"openai/{MODEL}", messages=BAKER, api_base=f"{proxy.url}/v1",
                                      api_key=CLIENT_KEY, stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)  # type: ignore[union-attr]
     assert text

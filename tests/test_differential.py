@@ -18,17 +18,11 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from tests.conversations import AFTER_TOOL_RESULTS, BAKER, TOOLS, WEATHER
 from tests.live import Proxy
 from tests.llamacpp_server import LlamaServer, llamacpp_server, write_tiny_gguf
 
 SLUGS = ("self_moa", "mixed_moa", "self_moa_seq", "mixed_moa_seq")
-QUESTION = [{"role": "user", "content": "A baker has 12 trays of 8 rolls and sells 30. How many rolls are left?"}]
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-WEATHER = [{"role": "user", "content": "use get_weather for Paris"}]
-CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-AFTER_TOOL_RESULTS = [*WEATHER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
-                      {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 degrees"}]
 LONG = [{"role": "user", "content": "Summarise: " + "lorem ipsum dolor " * 4000}]
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -62,7 +56,7 @@ class Result:
 
 
 def send(client: openai.OpenAI, model: str, shape: dict[str, Any], proposers: list[str]) -> Result:
-    fields = {"messages": QUESTION, **shape, "model": model}
+    fields = {"messages": BAKER, **shape, "model": model}
     fields["extra_body"] = {"moa": {"proposers": proposers, "samples": 4}}
     try:
         if fields.get("stream"):

@@ -12,16 +12,16 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from selfmoa.sim import BackgroundSim
+from tests.conversations import BAKER
 from tests.live import Proxy, SimLog
 
-ASK = [{"role": "user", "content": "A baker has 12 trays of 8 rolls and sells 30. How many rolls are left?"}]
 SLUGS = ("self_moa", "mixed_moa", "self_moa_seq", "mixed_moa_seq")
 MIXED = {"proposers": ["sim-strong", "sim-medium"]}
 
 
 @pytest.mark.parametrize("slug", SLUGS)
 def test_a_reply_is_a_complete_chat_completion(client: openai.OpenAI, proxy: Proxy, slug: str) -> None:
-    body = proxy.post({"model": f"{slug}-sim-strong", "messages": ASK, "moa": MIXED}).json()
+    body = proxy.post({"model": f"{slug}-sim-strong", "messages": BAKER, "moa": MIXED}).json()
     reply = ChatCompletion.model_validate(body)
     assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion" and reply.created > 0
     assert reply.model == f"{slug}-sim-strong"  # as requested, prefix and all
@@ -31,7 +31,7 @@ def test_a_reply_is_a_complete_chat_completion(client: openai.OpenAI, proxy: Pro
 
 
 def test_usage_is_the_sum_of_every_backend_call(client: openai.OpenAI, simlog: SimLog) -> None:
-    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=ASK)  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=BAKER)  # type: ignore[arg-type]
     calls = simlog.calls()
     assert len(calls) == 2 and reply.usage is not None
     assert reply.usage.prompt_tokens == sum(c["prompt_tokens"] for c in calls)
@@ -39,16 +39,16 @@ def test_usage_is_the_sum_of_every_backend_call(client: openai.OpenAI, simlog: S
 
 
 def test_the_final_calls_finish_reason_is_returned(client: openai.OpenAI, simlog: SimLog) -> None:
-    cut = client.chat.completions.create(model="self_moa-sim-strong", messages=ASK, max_tokens=3)  # type: ignore[arg-type]
+    cut = client.chat.completions.create(model="self_moa-sim-strong", messages=BAKER, max_tokens=3)  # type: ignore[arg-type]
     assert cut.choices[0].finish_reason == "length"
     aggregation = simlog.of_kind("aggregate")[-1]
     assert aggregation["params"]["max_tokens"] == 3 and cut.choices[0].message.content == aggregation["outputs"][0]
 
 
 def test_a_small_max_tokens_cuts_proposals_and_still_answers(client: openai.OpenAI, simlog: SimLog) -> None:
-    plain = client.chat.completions.create(model="sim-strong", messages=ASK, max_tokens=5)  # type: ignore[arg-type]
+    plain = client.chat.completions.create(model="sim-strong", messages=BAKER, max_tokens=5)  # type: ignore[arg-type]
     assert plain.choices[0].finish_reason == "length"
-    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=ASK,  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=BAKER,  # type: ignore[arg-type]
                                            max_tokens=5, extra_body={"moa": {"trace": True}})
     assert reply.choices[0].finish_reason == "length"
     trace = reply.model_extra["selfmoa"]  # type: ignore[index]
@@ -57,7 +57,7 @@ def test_a_small_max_tokens_cuts_proposals_and_still_answers(client: openai.Open
 
 
 def test_logprobs_come_from_the_final_call(client: openai.OpenAI, simlog: SimLog) -> None:
-    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=ASK,  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=BAKER,  # type: ignore[arg-type]
                                            logprobs=True, top_logprobs=2)
     logprobs = reply.choices[0].logprobs
     assert logprobs is not None and logprobs.content
@@ -67,7 +67,7 @@ def test_logprobs_come_from_the_final_call(client: openai.OpenAI, simlog: SimLog
 
 
 def test_n_runs_the_approach_n_times_concurrently(client: openai.OpenAI, simlog: SimLog) -> None:
-    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=ASK, n=2)  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=BAKER, n=2)  # type: ignore[arg-type]
     assert [c.index for c in reply.choices] == [0, 1]
     calls = simlog.calls()
     proposals = [c for c in calls if c["kind"] == "propose"]
@@ -79,7 +79,7 @@ def test_n_runs_the_approach_n_times_concurrently(client: openai.OpenAI, simlog:
 
 
 def test_the_trace_says_how_the_answer_was_reached(client: openai.OpenAI, simlog: SimLog) -> None:
-    reply = client.chat.completions.create(model="mixed_moa-sim-strong", messages=ASK,  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="mixed_moa-sim-strong", messages=BAKER,  # type: ignore[arg-type]
                                            extra_body={"moa": {**MIXED, "trace": True}})
     trace = reply.model_extra["selfmoa"]  # type: ignore[index]
     assert trace["approach"] == "mixed_moa" and trace["aggregator"] == "sim-strong"
@@ -94,18 +94,18 @@ def test_the_trace_says_how_the_answer_was_reached(client: openai.OpenAI, simlog
 
 
 def test_no_trace_unless_asked(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=ASK)  # type: ignore[arg-type]
+    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=BAKER)  # type: ignore[arg-type]
     assert "selfmoa" not in (reply.model_extra or {})
 
 
 def test_moa_never_reaches_a_backend(client: openai.OpenAI, simlog: SimLog) -> None:
     # One client configuration for an A/B: the same body to the plain model and to an approach.
-    plain = client.chat.completions.create(model="sim-strong", messages=ASK,  # type: ignore[arg-type]
+    plain = client.chat.completions.create(model="sim-strong", messages=BAKER,  # type: ignore[arg-type]
                                            extra_body={"moa": {"samples": 2}})
     assert plain.choices[0].message.content
-    client.chat.completions.create(model="self_moa-sim-strong", messages=ASK,  # type: ignore[arg-type]
+    client.chat.completions.create(model="self_moa-sim-strong", messages=BAKER,  # type: ignore[arg-type]
                                    extra_body={"moa": {"samples": 2}})
-    client.chat.completions.create(model="moa-sim-strong", messages=ASK,  # type: ignore[arg-type]
+    client.chat.completions.create(model="moa-sim-strong", messages=BAKER,  # type: ignore[arg-type]
                                    extra_body={"moa": {"samples": 2}})
     assert simlog.calls() and all("moa" not in str(c["params"]) for c in simlog.calls())
 
@@ -130,7 +130,7 @@ def test_listing_the_approaches_can_be_turned_off(sim: BackgroundSim, tmp_path: 
                                           ("sim-missing", 404)])
 def test_an_unknown_model_is_an_openai_shaped_404_with_the_backends_message(proxy: Proxy, model: str,
                                                                             status: int) -> None:
-    response = proxy.post({"model": model, "messages": ASK})
+    response = proxy.post({"model": model, "messages": BAKER})
     assert response.status_code == status
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -147,6 +147,6 @@ def test_every_route_answers_errors_in_openai_shape(proxy: Proxy) -> None:
 
 def test_the_openai_sdk_shows_our_error_message(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model="self_moa-sim-strong", messages=ASK,  # type: ignore[arg-type]
+        client.chat.completions.create(model="self_moa-sim-strong", messages=BAKER,  # type: ignore[arg-type]
                                        extra_body={"moa": {"samples": 0}})
     assert refused.value.param == "moa.samples" and "moa.samples" in refused.value.message

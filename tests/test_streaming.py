@@ -12,16 +12,13 @@ from openai.types.chat import ChatCompletionChunk
 from selfmoa.approaches import AnswerDelta, Choice, Done, StreamInterrupted, TransientError, moa_events
 from selfmoa.approaches.backend import Chunk, Delta
 from tests.conftest import make_caller, make_recipe
+from tests.conversations import BAKER, TOOLS
 from tests.fakes import Call, FakeBackend, default_script
 from tests.live import Proxy, SimLog
 
-ASK = [{"role": "user", "content": "A baker has 12 trays of 8 rolls and sells 30. How many rolls are left?"}]
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-
 
 def stream(client: openai.OpenAI, model: str, **fields: object) -> list[ChatCompletionChunk]:
-    chunks = list(client.chat.completions.create(model=model, messages=ASK, stream=True, **fields))  # type: ignore
+    chunks = list(client.chat.completions.create(model=model, messages=BAKER, stream=True, **fields))  # type: ignore
     for chunk in chunks:  # each one a standard chunk
         ChatCompletionChunk.model_validate(chunk.model_dump())
     return chunks
@@ -103,7 +100,7 @@ def test_a_fallback_answer_is_streamed_too(client: openai.OpenAI, simlog: SimLog
 
 def test_an_error_after_the_first_byte_is_an_error_event(proxy: Proxy, simlog: SimLog) -> None:
     simlog.patch({"sim-cut": {"rate_stream_cut": 1.0}})
-    body = {"model": "self_moa-sim-strong", "messages": ASK, "stream": True,
+    body = {"model": "self_moa-sim-strong", "messages": BAKER, "stream": True,
             "moa": {"aggregator": "sim-cut", "samples": 2}}
     with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
@@ -112,7 +109,7 @@ def test_an_error_after_the_first_byte_is_an_error_event(proxy: Proxy, simlog: S
     assert '"error"' in events[-1] and "sim-cut" in events[-1]  # ...then the error, and the end
     assert "[DONE]" not in events
     with pytest.raises(openai.APIError, match="broke off"):
-        list(proxy.client().chat.completions.create(model="self_moa-sim-strong", messages=ASK, stream=True,  # type: ignore
+        list(proxy.client().chat.completions.create(model="self_moa-sim-strong", messages=BAKER, stream=True,  # type: ignore
                                                     extra_body={"moa": {"aggregator": "sim-cut", "samples": 2}}))
 
 

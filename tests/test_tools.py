@@ -11,15 +11,9 @@ import openai
 from selfmoa.approaches import Choice, run_moa
 from selfmoa.approaches.prompts import candidate_of
 from tests.conftest import make_caller, make_recipe
+from tests.conversations import AFTER_TOOL_RESULTS, CALL, TOOLS, WEATHER
 from tests.fakes import Call, FakeBackend
 from tests.live import SimLog
-
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-WEATHER = [{"role": "user", "content": "use get_weather for Paris"}]
-CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-AFTER_THE_CALL = [*WEATHER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
-                  {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 degrees"}]
 
 
 def test_the_answer_is_a_tool_call_where_the_plain_model_calls_one(client: openai.OpenAI, simlog: SimLog) -> None:
@@ -51,7 +45,7 @@ def test_select_returns_a_proposed_tool_call(client: openai.OpenAI, simlog: SimL
 
 
 def test_a_conversation_after_tool_results_reaches_every_call(client: openai.OpenAI, simlog: SimLog) -> None:
-    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=AFTER_THE_CALL,  # type: ignore
+    reply = client.chat.completions.create(model="self_moa-sim-strong", messages=AFTER_TOOL_RESULTS,  # type: ignore
                                            tools=TOOLS)
     assert reply.choices[0].finish_reason == "stop" and reply.choices[0].message.content
     for call in simlog.calls():
