@@ -21,13 +21,11 @@ from selfmoa.approaches import VARIANTS, Candidate, Choice, run_moa
 from selfmoa.approaches.prompts import SYNTHESIZE_INSTRUCTIONS, after_conversation, aggregation_messages
 from selfmoa.config import ConfigError, ServerConfig, load_server_config, resolve
 from tests.conftest import make_caller
+from tests.conversations import AFTER_TOOL_RESULTS, TOOLS
 from tests.fakes import FakeBackend
 from tests.live import Proxy, SimLog
 from tests.llamacpp_server import STRICT_CHAT_TEMPLATE, LlamaServer, llamacpp_server, write_tiny_gguf
 
-CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
 CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
     "one question": [{"role": "user", "content": "Capital of France?"}],
     "system and turns": [
@@ -36,11 +34,7 @@ CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
         {"role": "assistant", "content": "7"},
         {"role": "user", "content": "Double it."},
     ],
-    "tool results": [
-        {"role": "user", "content": "use get_weather for Paris"},
-        {"role": "assistant", "content": None, "tool_calls": [CALL]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 degrees"},
-    ],
+    "tool results": AFTER_TOOL_RESULTS,
     "content parts": [{"role": "user", "content": [{"type": "text", "text": "Describe this."}]}],
 }
 # Every approach, its Seq rounds (12 samples: 3 rounds) and layers (references prompts).
