@@ -89,8 +89,10 @@ class OpenAIBackend:
         if hasattr(self.client, "with_options"):
             client = self.client.with_options(timeout=timeout, max_retries=0)
             return client.chat.completions.create(model=model, messages=list(messages), **params)
-        # optillm's LiteLLM wrapper: no with_options; LiteLLM takes the timeout per call
-        return self.client.chat.completions.create(model=model, messages=list(messages), timeout=timeout, **params)
+        # optillm's LiteLLM wrapper: no with_options; LiteLLM takes the timeout per call, and would
+        # retry a timed-out call twice (three times the timeout) without max_retries=0
+        return self.client.chat.completions.create(model=model, messages=list(messages), timeout=timeout,
+                                                   max_retries=0, **params)
 
 
 def _chunks(model: str, response: Any) -> Iterator[Chunk]:

@@ -42,6 +42,7 @@ def make_run(slug: str) -> PluginRun:
         except PublicError as error:
             if scope is not None:
                 scope.errors.append(error)
+                scope.stop.set()  # the request fails with this: another `|` branch stops now
             raise
         if result.answer.tool_calls:  # optillm carries only text: a tool call goes in its text form
             candidate = candidate_of(result.answer)
