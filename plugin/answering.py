@@ -15,6 +15,7 @@ from typing import Any
 
 from selfmoa.approaches import (
     DEFAULT_ENDPOINT,
+    Abandoned,
     Backend,
     Caller,
     Deadline,
@@ -43,6 +44,7 @@ class PublicError(SelfMoAError):
         self.code = cause.code
         self.retry_after = cause.retry_after
         self.param: str | None = getattr(cause, "field", None)
+        self.abandoned = isinstance(cause, Abandoned)  # stopped because the request ended otherwise
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,10 @@ def outcome(job: Job) -> Outcome:
 
 def public(slug: str, model: str, error: SelfMoAError, runtime: Runtime) -> PublicError:
     safe = PublicError(f"{slug}: {redact(str(error), runtime.secrets)}", error)
-    log.warning("selfmoa approach=%s model=%s failed: %s", slug, model, safe)
+    if safe.abandoned:
+        log.info("selfmoa approach=%s model=%s stopped: %s", slug, model, safe)
+    else:
+        log.warning("selfmoa approach=%s model=%s failed: %s", slug, model, safe)
     return safe
 
 

@@ -40,7 +40,7 @@ def make_run(slug: str) -> PluginRun:
                           scope)
             result = outcome(job)
         except PublicError as error:
-            if scope is not None:
+            if scope is not None and not error.abandoned:  # an abandoned run is not why the request failed
                 scope.errors.append(error)
                 scope.stop.set()  # the request fails with this: another `|` branch stops now
             raise

@@ -9,12 +9,16 @@ cannot start a race these tests do not expect.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from selfmoa.answering import prepare
 from selfmoa.approaches import (
     AnswerDelta,
+    BackendMemory,
     Done,
     Hedging,
     NotEnoughProposals,
@@ -22,6 +26,8 @@ from selfmoa.approaches import (
     moa_events,
     run_moa,
 )
+from selfmoa.config import ConfigError, ServerConfig, load_server_config, plan
+from selfmoa.runtime import Runtime
 from tests.conftest import make_caller, make_recipe
 from tests.fakes import Call, FakeBackend, default_script, hang, status_error
 
@@ -168,3 +174,43 @@ def test_the_delay_before_a_race() -> None:
     assert policy.delay(1.0, time_left=10.0) == 3.0  # three times the usual answer time
     assert policy.delay(4.0, time_left=10.0) == 5.0  # ... but at the latest half the time left
     assert policy.delay(0.01, time_left=10.0) == 0.5  # never sooner than min_delay
+
+
+# --- the server's settings -----------------------------------------------------------------------
+
+
+def test_the_servers_hedging_settings_reach_each_requests_calls(tmp_path: Path) -> None:
+    path = tmp_path / "selfmoa.yaml"
+    path.write_text("hedging: {after_usual: 5, after_share: 0.25, min_delay: 2, max_extra_calls: 3}\n")
+    server = load_server_config(path)
+    job = prepare("self_moa", "m", {}, USER, FakeBackend(), Runtime(server, {}, BackendMemory(), ()), None)
+    assert job.caller.hedging == Hedging(after_usual=5, after_share=0.25, min_delay=2, max_extra=3)
+    path.write_text("hedging: {enabled: false}\n")
+    assert not plan("self_moa", "m", {}, USER, load_server_config(path)).hedging.enabled
+
+
+@pytest.mark.parametrize("body,budget", [
+    ({"moa": {"samples": 2}}, 4),  # 3 planned calls: max_extra_calls (4) fits under the cap of 10
+    ({"moa": {"samples": 6}}, 3),  # 6 proposals and an aggregation planned: room for 3 raced calls
+    ({"moa": {"samples": 8}}, 0),  # 8 proposals and up to 2 aggregation rounds fill the cap: no race
+    ({"moa": {"samples": 3}, "n": 2}, 1),  # two runs of 4 planned calls: 1 raced call each
+])
+def test_raced_calls_count_against_the_calls_cap(body: dict[str, Any], budget: int) -> None:
+    hedging = plan("self_moa", "m", body, USER, ServerConfig.model_validate({"caps": {"calls": 10}})).hedging
+    assert hedging.max_extra == budget and hedging.enabled == (budget > 0)
+
+
+@pytest.mark.parametrize("settings,field", [
+    ({"after_share": 2}, "hedging.after_share"),
+    ({"after_usual": 0.5}, "hedging.after_usual"),
+    ({"min_delay": -1}, "hedging.min_delay"),
+    ({"max_extra_calls": -1}, "hedging.max_extra_calls"),
+    ({"enabled": "yes"}, "hedging.enabled"),
+    ({"racing": True}, "hedging.racing"),
+])
+def test_bad_hedging_settings_name_the_field(tmp_path: Path, settings: dict[str, Any], field: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"hedging": settings}))
+    with pytest.raises(ConfigError) as refused:
+        load_server_config(path)
+    assert refused.value.field == f"{path}.{field}"
