@@ -95,7 +95,7 @@ def hedged_complete(caller: Caller, endpoint: str, model: str, prompt: Sequence[
                     params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
     """One whole call, raced while it has not answered; an empty reply does not win the race.
     A call that fails outright (a 4xx) is not raced; its error stands."""
-    completion = raced_complete(caller, endpoint, model, prompt, params, usable=_has_output)
+    completion = raced_complete(caller, endpoint, model, prompt, params, kind="aggregation", usable=_has_output)
     return completion.choices[0] if completion.choices else Choice(content="")
     yield  # a generator like `hedged_stream`, with nothing to stream
 

@@ -24,7 +24,7 @@ from .types import Hedging, Message, Usage
 
 log = logging.getLogger("selfmoa")
 
-# How many recent answer times are kept per endpoint+model (and kind of call) for the usual time.
+# How many recent answer times are kept per endpoint+model and shape of call, for the usual time.
 _REMEMBERED_TIMES = 32
 _FEWEST_TIMES = 3  # fewer than this: no usual time yet
 
@@ -158,7 +158,7 @@ class BackendMemory:
         self._times: dict[tuple[str, str, str], deque[float]] = {}
 
     def answered(self, key: tuple[str, str, str], seconds: float) -> None:
-        """One answer of (endpoint, model, kind of call) took `seconds` on the wire."""
+        """One answer of (endpoint, model, shape of call) took `seconds` on the wire."""
         with self._lock:
             self._times.setdefault(key, deque(maxlen=_REMEMBERED_TIMES)).append(seconds)
 

@@ -3,8 +3,9 @@ the first usable answer wins and every other attempt is stopped (a stream is clo
 call is not retried and its late answer is dropped).
 
 "When it should have" is the request's `Hedging` policy: a multiple of the time this
-endpoint+model usually takes to answer (remembered per process, per kind of call), and at the
-latest a share of the time it had left. An attempt pausing between tries (waiting out a
+endpoint+model usually takes to answer a call of the same shape (remembered per process: an `n=6`
+proposal call, a single one and an aggregation take different times on the same server), and at
+the latest a share of the time it had left. An attempt pausing between tries (waiting out a
 backend's Retry-After, or our backoff) is not hung: the clock only runs while an attempt is on
 the wire. Each raced call is paid for, so a request makes at most `Hedging.max_extra` of them.
 Proposal calls (an `n` call, or each call a refused `n` fans out to) and aggregation calls
@@ -27,19 +28,20 @@ from .types import Message
 log = logging.getLogger("selfmoa")
 
 T = TypeVar("T")
-Key = tuple[str, str, str]  # (endpoint, model, kind of call): whose usual time decides
+Key = tuple[str, str, str]  # (endpoint, model, shape of the call): whose usual time decides
 
 
 def hedged_complete(caller: Caller, endpoint: str, model: str, messages: Sequence[Message],
-                    params: Mapping[str, Any], *, n: int = 1, deadline: Deadline | None = None,
+                    params: Mapping[str, Any], *, kind: str, n: int = 1, deadline: Deadline | None = None,
                     usable: Callable[[Completion], bool] = lambda _: True) -> Completion:
-    """`Caller.complete`, raced while it has not answered (see the module docstring)."""
+    """`Caller.complete`, raced while it has not answered (see the module docstring); `kind`
+    (proposal, aggregation) and `n` make the call's shape."""
     until = deadline or caller.deadline
 
     def attempt(flight: Flight) -> Completion:
         return caller.complete(endpoint, model, messages, params, n=n, deadline=until, flight=flight)
 
-    return race(caller, (endpoint, model, "complete"), attempt, deadline=until, usable=usable)
+    return race(caller, (endpoint, model, f"{kind} n={n}"), attempt, deadline=until, usable=usable)
 
 
 def hedged_open(caller: Caller, endpoint: str, model: str, messages: Sequence[Message],

@@ -143,7 +143,7 @@ def sample_into(harvest: Harvest, group: Group, proposer: Proposer, messages: Se
     caller, endpoint, model, wanted = harvest.caller, proposer.endpoint, proposer.model, proposer.samples
 
     def call(n: int) -> Completion:
-        return hedged_complete(caller, endpoint, model, messages, params, n=n,
+        return hedged_complete(caller, endpoint, model, messages, params, kind="proposal", n=n,
                                usable=lambda c: bool(usable(c, model, include_reasoning).samples))
 
     def fill(slot: int, n: int) -> None:

@@ -168,6 +168,35 @@ def test_proposal_calls_may_use_the_time_the_aggregation_would_have_had() -> Non
     assert client.of_kind("propose")[0].timeout > 0.6 * 3  # its timeout is the request's, not the share's
 
 
+def test_the_usual_answer_time_of_the_same_shape_of_call_decides() -> None:
+    """`after_share: 1` never races by the share (the whole time left): only the usual time can."""
+    only_usual = Hedging(after_usual=3.0, after_share=1.0, min_delay=0.1)
+    memory = BackendMemory()
+    for _ in range(3):
+        memory.answered(("default", "m", "proposal n=5"), 0.1)  # n=5 proposals usually answer in 0.1 s
+    proposals = Calls()
+
+    def first_hangs(call: Call) -> Any:
+        if call.kind == "propose" and proposals.add(call) == 1:
+            return hang(call)
+        return default_script(call)
+
+    caller = make_caller(FakeBackend(first_hangs), memory=memory, hedging=only_usual)
+    assert len(run_moa(make_recipe(samples=5), USER, caller).proposals) == 5 and caller.raced == 1
+
+    memory = BackendMemory()
+    for _ in range(3):
+        memory.answered(("default", "m", "aggregation n=1"), 0.01)  # fast aggregations say nothing of proposals
+
+    def slow(call: Call) -> Any:
+        if call.kind == "propose":
+            threading.Event().wait(1.0)
+        return default_script(call)
+
+    caller = make_caller(FakeBackend(slow), memory=memory, hedging=only_usual)
+    assert len(run_moa(make_recipe(samples=5), USER, caller).proposals) == 5 and caller.raced == 0
+
+
 def test_the_delay_before_a_race() -> None:
     policy = Hedging(after_usual=3.0, after_share=0.5, min_delay=0.5)
     assert policy.delay(None, time_left=10.0) == 5.0  # nothing remembered yet: half the time left
