@@ -288,16 +288,17 @@ def soak_verdicts(result: Soak) -> list[tuple[bool, str]]:
                             "(last minute within 10% / 25% of the second)")]
 
 
-def soak_notes(result: Soak, proxy: Proxy, path: Path) -> str:
+def soak_notes(result: Soak, log: str, path: Path) -> str:
+    """The soak's figures: memory and threads early and late, the share of raced calls, the plot."""
     (rss_early, rss_late), (threads_early, threads_late) = result.growth()
     peak_rss = max((r.rss_mb for r in result.readings), default=0.0)
     peak_threads = max((r.threads for r in result.readings), default=0)
-    counted, raced = raced_share(proxy.log())
+    counted, raced = raced_share(log)
     plot(result, path)
     return (f"- soak: {result.sent} requests sent in {result.seconds:g} s; proxy RSS {rss_early:.1f} MB in the "
             f"second minute, {rss_late:.1f} MB in the last (peak {peak_rss:.1f} MB); threads "
             f"{threads_early:.0f} then {threads_late:.0f} (peak {peak_threads}); "
-            f"over the whole run {raced} of {counted} calls of answered requests were raced; plot: {path}; "
+            f"{raced} of the {counted} calls of answered requests were raced calls (paid for); plot: {path}; "
             f"{'; '.join(result.tally.examples)}")
 
 
@@ -340,11 +341,12 @@ def main() -> int:
                 notes.append(f"- {scenario.name}: {'; '.join([*scenario.notes, *tally.examples])}")
                 print(f"... {scenario.name}: {tally.requests} requests done", file=sys.stderr, flush=True)
             if args.soak_seconds > 0:
+                logged = len(proxy.log())
                 soaked = soak(proxy, sim.root_url, args.soak_seconds, args.soak_rate,
                               lambda i: question("soak", i)[0]["content"])
                 lines.append(row(soak_name(soaked), soaked.tally, DEADLINE))
                 verdicts += soak_verdicts(soaked)
-                notes.append(soak_notes(soaked, proxy, args.plot))
+                notes.append(soak_notes(soaked, proxy.log()[logged:], args.plot))
             leaked = [k for k in (CLIENT_KEY, UPSTREAM_KEY) if k in proxy.log()]
             verdicts.append((not leaked, "no key in the proxy log"))
         finally:

@@ -205,7 +205,8 @@ def plot(result: Soak, path: Path) -> None:
     for axis in (memory, threads):
         axis.axvline(WARM_UP / 60, color="grey", linewidth=0.8, linestyle="--")
         axis.grid(alpha=0.3)
-    memory.set_title(f"selfmoa serve under {result.rate:g} requests/s, 20% hung calls (simulator)", fontsize=10)
+    memory.set_title(f"selfmoa serve at {result.rate:g} requests/s, 20% hung calls + 10% transient faults "
+                     "(simulator)", fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
