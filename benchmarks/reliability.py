@@ -14,6 +14,10 @@ requests concurrently and sorts every response into exactly one column:
 - hung: no response within the deadline + 0.5 s;
 - wrong answers: anything else (a 200 that fails the checks above, or an unclear error).
 
+The last scenario is a soak (`soak.py`, `--soak-seconds`, 10 minutes by default): steady load with
+hung calls and transient faults mixed in, while the proxy's memory and threads are sampled and
+plotted (`--plot`, docs/soak.png).
+
 It prints a markdown table, then each scenario's goal with PASS or FAIL, and exits non-zero if a
 goal is missed. These are simulator figures: they describe the proxy's behaviour, not any model.
 """
