@@ -5,8 +5,9 @@ backends it is given, and `moa_events` reports the run as events (`run_moa` retu
 """
 
 from .backend import Backend, Chunk, Completion, Delta, OpenAIBackend
-from .calls import BackendMemory, Caller, Deadline, RetryPolicy
+from .calls import BackendMemory, Caller, Deadline, RetryPolicy, Stop
 from .errors import (
+    Abandoned,
     BackendError,
     ContextTooLong,
     DeadlineExceeded,
@@ -19,12 +20,24 @@ from .errors import (
 from .events import AnswerDelta, Done, Event, ProposalsArrived, RoundDone
 from .moa import max_calls, moa_events, run_moa
 from .seq import rounds_needed
-from .types import DEFAULT_ENDPOINT, Candidate, Choice, Failure, Outcome, Proposer, Recipe, Sample, Usage
+from .types import (
+    DEFAULT_ENDPOINT,
+    Candidate,
+    Choice,
+    Failure,
+    Hedging,
+    Outcome,
+    Proposer,
+    Recipe,
+    Sample,
+    Usage,
+)
 from .variants import VARIANTS, Variant
 
 __all__ = [
     "DEFAULT_ENDPOINT",
     "VARIANTS",
+    "Abandoned",
     "AnswerDelta",
     "Backend",
     "BackendError",
@@ -41,6 +54,7 @@ __all__ = [
     "Done",
     "Event",
     "Failure",
+    "Hedging",
     "NotEnoughProposals",
     "OpenAIBackend",
     "Outcome",
@@ -52,6 +66,7 @@ __all__ = [
     "RoundDone",
     "Sample",
     "SelfMoAError",
+    "Stop",
     "StreamInterrupted",
     "TransientError",
     "Usage",

@@ -1,30 +1,29 @@
 """Aggregation: the aggregator reads fenced candidates and writes one answer (`synthesize`, the
 paper's) or names the best candidate, which is returned verbatim (`select`: nothing invented).
 
-An aggregation still unanswered after half the time left is raced by an identical call: by then
-every proposal has been paid for, and one hung call must not lose them all.
+An aggregation that has not answered when it should have is raced by an identical call
+(`hedging.py`): by then every proposal has been paid for, and one hung call must not lose them all.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import threading
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Accumulator, Chunk
-from .calls import Caller, Deadline
-from .errors import BackendError, ContextTooLong, DeadlineExceeded, SelfMoAError, StreamInterrupted
+from .backend import Accumulator, Completion
+from .calls import Caller
+from .errors import BackendError, ContextTooLong, SelfMoAError, StreamInterrupted
 from .events import AnswerDelta
+from .hedging import hedged_complete as raced_complete
+from .hedging import hedged_open
 from .prompts import SELECT_INSTRUCTIONS, SYNTHESIZE_INSTRUCTIONS, aggregation_messages, parse_selection
 from .types import Candidate, Choice, Message, Recipe
 
 log = logging.getLogger("selfmoa")
 
-HEDGE_SHARE = 0.5
 # Fields a `<best>N</best>` reply cannot honour; the chosen candidate is returned as it was written.
 _ANSWER_SHAPING = ("response_format", "stop", "tools", "tool_choice", "parallel_tool_calls", "logprobs",
                    "top_logprobs")
@@ -94,41 +93,23 @@ def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candi
 
 def hedged_complete(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
                     params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
-    """One whole call, raced by an identical one if it has not answered by half the time left.
-    A call that fails outright is not raced; its error stands."""
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="selfmoa-aggregate")
-    call = functools.partial(caller.complete, endpoint, model, prompt, params)
-    try:
-        futures = [pool.submit(call)]
-        if not wait(futures, timeout=caller.deadline.remaining() * HEDGE_SHARE).done:
-            log.info("selfmoa: %s has not answered the aggregation yet; racing a second call", model)
-            futures.append(pool.submit(call))
-        completion = _first_success(futures, caller.deadline, model)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    """One whole call, raced while it has not answered; an empty reply does not win the race.
+    A call that fails outright (a 4xx) is not raced; its error stands."""
+    completion = raced_complete(caller, endpoint, model, prompt, params, kind="aggregation", usable=_has_output)
     return completion.choices[0] if completion.choices else Choice(content="")
     yield  # a generator like `hedged_stream`, with nothing to stream
 
 
-def _first_success(futures: list[Future[Any]], deadline: Deadline, model: str) -> Any:
-    pending, error = set(futures), None
-    while pending:
-        done, pending = wait(pending, timeout=deadline.remaining() + 1.0, return_when=FIRST_COMPLETED)
-        if not done:
-            break
-        for future in done:
-            if future.exception() is None:
-                return future.result()
-            error = error or future.exception()
-    raise error or DeadlineExceeded(f"{model}: no answer before the deadline")
+def _has_output(completion: Completion) -> bool:
+    return bool(completion.choices) and bool(completion.choices[0].content.strip() or completion.choices[0].tool_calls)
 
 
 def hedged_stream(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
                   params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
-    """One streamed call (raced like `hedged_complete` until a first chunk arrives), relayed from
+    """One streamed call (raced until a first chunk arrives), relayed from
     its first piece of output on; returns the whole reply. Nothing is relayed of a reply that
     stays empty, so it can still be asked for again."""
-    chunks = _first_to_stream(caller, endpoint, model, prompt, params)
+    chunks = hedged_open(caller, endpoint, model, prompt, params)
     reply, held = Accumulator(), []
     try:
         for chunk in chunks:
@@ -148,70 +129,6 @@ def hedged_stream(caller: Caller, endpoint: str, model: str, prompt: Sequence[Me
     if reply.has_output:
         yield from held
     return reply.choice()
-
-
-class _Race:
-    """Up to two identical streams; the first to deliver a chunk wins, any other is closed."""
-
-    def __init__(self, open_stream: Callable[[], Iterator[Chunk]]) -> None:
-        self.open_stream = open_stream
-        self.lock = threading.Lock()
-        self.settled = threading.Event()
-        self.winner: tuple[Chunk | None, Iterator[Chunk]] | None = None
-        self.errors: list[SelfMoAError] = []
-        self.running = 0
-        self.abandoned = False
-
-    def start(self) -> None:
-        with self.lock:
-            self.running += 1
-        threading.Thread(target=self._run, name="selfmoa-aggregate-stream", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            chunks = self.open_stream()
-            first = next(chunks, None)
-        except SelfMoAError as error:
-            with self.lock:
-                self.errors.append(error)
-                self.running -= 1
-                if self.running == 0:
-                    self.settled.set()
-            return
-        with self.lock:
-            if self.winner is None and not self.abandoned:
-                self.winner = (first, chunks)
-                self.settled.set()
-                return
-        close = getattr(chunks, "close", None)
-        if callable(close):
-            close()
-
-    def outcome(self, model: str) -> tuple[Chunk | None, Iterator[Chunk]]:
-        with self.lock:
-            if self.winner is not None:
-                return self.winner
-            self.abandoned = True
-            raise self.errors[0] if self.errors else DeadlineExceeded(f"{model}: no answer before the deadline")
-
-
-def _first_to_stream(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
-                     params: Mapping[str, Any]) -> Generator[Chunk, None, None]:
-    race = _Race(functools.partial(caller.stream, endpoint, model, prompt, params))
-    race.start()
-    if not race.settled.wait(caller.deadline.remaining() * HEDGE_SHARE):
-        log.info("selfmoa: %s has not started streaming the aggregation yet; racing a second call", model)
-        race.start()
-    race.settled.wait(caller.deadline.remaining() + 1.0)
-    first, chunks = race.outcome(model)
-    try:
-        if first is not None:
-            yield first
-        yield from chunks
-    finally:
-        close = getattr(chunks, "close", None)
-        if callable(close):
-            close()
 
 
 @dataclass(frozen=True)

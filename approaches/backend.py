@@ -100,8 +100,10 @@ class OpenAIBackend:
             client = self.client.with_options(timeout=timeout, max_retries=0)
             create = client.chat.completions.create
             return create(model=model, messages=list(messages), **sdk_arguments(create, params))
-        # optillm's LiteLLM wrapper: no with_options; LiteLLM takes the timeout per call
-        return self.client.chat.completions.create(model=model, messages=list(messages), timeout=timeout, **params)
+        # optillm's LiteLLM wrapper: no with_options; LiteLLM takes the timeout per call, and would
+        # retry a timed-out call twice (three times the timeout) without max_retries=0
+        return self.client.chat.completions.create(model=model, messages=list(messages), timeout=timeout,
+                                                   max_retries=0, **params)
 
 
 def sdk_arguments(create: Any, params: Mapping[str, Any]) -> dict[str, Any]:

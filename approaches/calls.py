@@ -1,7 +1,10 @@
 """One chat call, made robustly: bounded by the request's deadline, retried when the failure is
-transient, and adapted (once, then remembered) when a backend refuses a parameter.
+transient, adapted (once, then remembered) when a backend refuses a parameter, and stopped when
+its result is no longer wanted.
 
-Every call of a request goes through one `Caller`, which also counts calls and tokens, per model.
+Every call of a request goes through one `Caller`, which also counts calls and tokens, per model,
+and holds the request's `Stop`: once the request is answered (or fails, or is given up), no
+call of it goes out any more, so the calls it counts are the calls the backends saw.
 """
 
 from __future__ import annotations
@@ -10,17 +13,20 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from .backend import ADAPTABLE, Backend, Chunk, Completion
-from .errors import DeadlineExceeded, ParameterRefused, TransientError
-from .types import Message, Usage
+from .errors import Abandoned, DeadlineExceeded, ParameterRefused, TransientError
+from .types import Hedging, Message, Usage
 
 log = logging.getLogger("selfmoa")
 
-
+# How many recent answer times are kept per endpoint+model and shape of call, for the usual time.
+_REMEMBERED_TIMES = 32
+_FEWEST_TIMES = 3  # fewer than this: no usual time yet
 
 class Deadline:
     """An absolute point in time (monotonic clock) that every wait and call of a request respects."""
@@ -37,6 +43,80 @@ class Deadline:
     def share(self, fraction: float) -> Deadline:
         """An earlier deadline: `fraction` of the time left, e.g. for proposals to leave room to aggregate."""
         return Deadline(self.remaining() * fraction)
+
+
+class Stop:
+    """Set when a result is no longer wanted: a call's race was won by another call, or its
+    request was answered, failed or given up. Setting a stop sets every stop made from it
+    (`child`), so stopping a request stops each of its calls; `wait` is a pause a stop cuts short.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._children: list[Stop] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    def child(self) -> Stop:
+        child = Stop()
+        with self._lock:
+            if not self._event.is_set():
+                self._children.append(child)
+                return child
+        child.set()
+        return child
+
+    def set(self) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._event.set()
+            children, self._children = self._children, []
+            listeners, self._listeners = self._listeners, []
+        for child in children:
+            child.set()
+        for listener in listeners:
+            listener()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Pause up to `seconds`; True if the stop was set meanwhile."""
+        return self._event.wait(seconds)
+
+    def on_set(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when the stop is set (at once if it already is)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._listeners.append(listener)
+                return
+        listener()
+
+    def forget(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+
+class Flight:
+    """One attempt at a call as its race sees it: on the wire since `sent_at`, or pausing between
+    tries (`sent_at` None, e.g. waiting out a Retry-After: not hung, so not raced)."""
+
+    def __init__(self, stop: Stop, changed: Callable[[], None] | None = None) -> None:
+        self.stop = stop
+        self.sent_at: float | None = None
+        self._changed = changed
+
+    def sending(self) -> None:
+        self.sent_at = time.monotonic()
+        if self._changed is not None:
+            self._changed()
+
+    def pausing(self) -> None:
+        self.sent_at = None
+        if self._changed is not None:
+            self._changed()
 
 
 @dataclass(frozen=True)
@@ -64,16 +144,29 @@ class RetryPolicy:
 
 
 class BackendMemory:
-    """What each endpoint+model has shown it cannot do, kept for the life of the process.
+    """What each endpoint+model has shown, kept for the life of the process: what it cannot do,
+    and how long it usually takes to answer.
 
     Shared by all requests (thread-safe), so a refusal of `n` or `max_tokens` is paid once,
-    not on every request.
+    not on every request, and a hung call is told from a slow one by the model's own pace.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._max_n: dict[tuple[str, str], int] = {}
         self._refused: dict[tuple[str, str], frozenset[str]] = {}
+        self._times: dict[tuple[str, str, str], deque[float]] = {}
+
+    def answered(self, key: tuple[str, str, str], seconds: float) -> None:
+        """One answer of (endpoint, model, shape of call) took `seconds` on the wire."""
+        with self._lock:
+            self._times.setdefault(key, deque(maxlen=_REMEMBERED_TIMES)).append(seconds)
+
+    def usual(self, key: tuple[str, str, str]) -> float | None:
+        """The median of the recent answer times, once there are a few."""
+        with self._lock:
+            times = sorted(self._times.get(key, ()))
+        return times[len(times) // 2] if len(times) >= _FEWEST_TIMES else None
 
     def max_n(self, endpoint: str, model: str) -> int | None:
         return self._max_n.get((endpoint, model))
@@ -111,12 +204,15 @@ class Caller:
     memory: BackendMemory
     deadline: Deadline
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    hedging: Hedging = field(default_factory=Hedging)
+    stop: Stop = field(default_factory=Stop)
     usage: Usage = field(default_factory=Usage)
     usage_by_model: dict[str, Usage] = field(default_factory=dict)
+    raced: int = 0  # extra calls made by hedging (each one paid for)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def complete(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                 n: int = 1, deadline: Deadline | None = None) -> Completion:
+                 n: int = 1, deadline: Deadline | None = None, flight: Flight | None = None) -> Completion:
         """One call that returns up to `n` choices, or raises a `SelfMoAError` saying why not."""
         wanted = {**params, "n": n} if n > 1 else dict(params)
 
@@ -125,29 +221,41 @@ class Caller:
             self._account(model, completion.usage)
             return completion
 
-        return self._attempts(endpoint, model, wanted, deadline or self.deadline, send)
+        return self._attempts(endpoint, model, wanted, deadline or self.deadline, send, flight)
 
     def stream(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-               deadline: Deadline | None = None) -> Iterator[Chunk]:
+               deadline: Deadline | None = None, flight: Flight | None = None) -> Iterator[Chunk]:
         """One streamed call; opening it is retried like any call, the chunks are not."""
         wanted = {**params, "stream_options": {"include_usage": True}}
 
         def send(body: dict[str, Any], timeout: float) -> Iterator[Chunk]:
             return self._counted(model, self.backends[endpoint].stream(model, messages, body, timeout=timeout))
 
-        return self._attempts(endpoint, model, wanted, deadline or self.deadline, send)
+        return self._attempts(endpoint, model, wanted, deadline or self.deadline, send, flight)
+
+    def take_race(self) -> bool:
+        """Whether one more raced call fits this request's hedging budget (it is then counted)."""
+        with self._lock:
+            if not self.hedging.enabled or self.raced >= self.hedging.max_extra or self.stop.is_set():
+                return False
+            self.raced += 1
+            return True
+
+    def finish(self) -> None:
+        """The request is answered (or given up): nothing of it goes out any more."""
+        self.stop.set()
 
     def _attempts(self, endpoint: str, model: str, params: dict[str, Any], deadline: Deadline,
-                  send: Callable[[dict[str, Any], float], T]) -> T:
+                  send: Callable[[dict[str, Any], float], T], flight: Flight | None) -> T:
+        flight = flight or Flight(self.stop)
         adapted: set[str] = set()
         attempt = 0
         while True:
             remaining = deadline.remaining()
             if remaining <= 0:
                 raise DeadlineExceeded(f"{model}: deadline reached before the call could be made")
-            with self._lock:
-                self.usage.calls += 1
-                self.usage_by_model.setdefault(model, Usage()).calls += 1
+            self._count(model, flight.stop)
+            flight.sending()
             try:
                 return send(adapt(params, self.memory.refused(endpoint, model)), remaining)
             except ParameterRefused as refusal:
@@ -164,7 +272,18 @@ class Caller:
                 pause = self.retry.delay(attempt, transient.retry_after, deadline.remaining())
                 if pause is None:
                     raise
-                time.sleep(pause)
+                flight.pausing()
+                if flight.stop.wait(pause):
+                    raise Abandoned(f"{model}: no longer needed; not retried") from None
+
+    def _count(self, model: str, stop: Stop) -> None:
+        """Count a call about to go out, unless its result is no longer wanted (checked under the
+        same lock `spent` reads under, so a finished request's count is what went out)."""
+        with self._lock:
+            if stop.is_set():
+                raise Abandoned(f"{model}: no longer needed; not sent")
+            self.usage.calls += 1
+            self.usage_by_model.setdefault(model, Usage()).calls += 1
 
     def _counted(self, model: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         """The chunks, with the call's usage accounted at the end (estimated from the chunks when the

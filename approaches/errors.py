@@ -7,7 +7,9 @@
     │   └── ParameterRefused  the backend rejected one request parameter (adaptable)
     ├── NotEnoughProposals    fewer usable proposals than `min_samples`
     ├── StreamInterrupted     the answer's stream broke after part of it was relayed
-    └── DeadlineExceeded      the request's deadline passed before an answer was ready
+    ├── DeadlineExceeded      the request's deadline passed before an answer was ready
+    └── Abandoned             the call's result is no longer wanted (its race was won by another
+                              call, or its request was answered, failed or given up): it stops
 
 `status` is the HTTP status a proxy should answer with: a backend's client error (4xx) keeps its
 status, since the same request sent to the plain model would get it too; anything else is 502
@@ -85,6 +87,10 @@ class NotEnoughProposals(SelfMoAError):
             super().__init__(f"{first.model}: {first.reason}")
             return
         reasons = "; ".join(sorted({f"{f.model}: {f.reason}" for f in self.failures})) or "no proposals arrived"
+        if self.status == 504:  # say which phase ran out: the aggregation never started
+            super().__init__(f"the proposal phase ran out of time: {usable} usable proposal(s) of {needed} "
+                             f"needed before the deadline ({reasons})")
+            return
         super().__init__(f"{usable} usable proposal(s), {needed} needed ({reasons})")
 
 
@@ -94,3 +100,7 @@ class DeadlineExceeded(SelfMoAError):
 
 class StreamInterrupted(SelfMoAError):
     """Part of the answer already reached the client: nothing can replace it any more."""
+
+
+class Abandoned(SelfMoAError):
+    """A call stopped because nobody wants its result any more; never a request's own answer."""

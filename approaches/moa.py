@@ -41,11 +41,12 @@ def proposer_params(recipe: Recipe) -> dict[str, Any]:
 
 
 def max_calls(recipe: Recipe) -> int:
-    """The backend calls a recipe plans at most: every sample a call of its own, and two calls per
-    aggregation round (the hedging race). Retries of transient failures and a repeated empty
-    aggregation come on top; the deadline bounds those."""
+    """The backend calls a recipe plans at most: every sample a call of its own, and one call per
+    aggregation round. Raced calls come on top, up to the request's hedging budget (which the
+    server fits under its cap); retries of transient failures and a repeated empty aggregation
+    too, and the deadline bounds those."""
     samples = recipe.total_samples
-    return samples * recipe.layers + 2 * rounds_needed(samples, recipe.window, recipe.synthesis_slots)
+    return samples * recipe.layers + rounds_needed(samples, recipe.window, recipe.synthesis_slots)
 
 
 def run_moa(recipe: Recipe, messages: Sequence[Message], caller: Caller) -> Outcome:
@@ -72,6 +73,7 @@ def moa_events(recipe: Recipe, messages: Sequence[Message], caller: Caller, *, s
             seen.extend(event.batch)
         streamed = streamed or isinstance(event, AnswerDelta)
         yield event
+    caller.finish()  # nothing more goes out: what `Done` counts is what the backends saw
     if stream and not streamed:
         yield from (AnswerDelta(delta) for delta in deltas_of(answered.choice))
     yield Done(_outcome(caller, answered, seen))

@@ -2,21 +2,30 @@
 
 One call with `n=k` where the backend honours `n`; where it refuses `n` or returns fewer choices,
 the rest is topped up with concurrent calls, and the backend's limit is remembered so the next
-request goes straight to the right shape. Failed, empty and truncated samples are dropped (and
-reported), never aggregated.
+request goes straight to the right shape. Every one of those calls is hedged (`hedging.py`): a
+hung `n` call would otherwise lose every sample at once. Failed, empty and truncated samples are
+dropped (and reported), never aggregated.
+
+A `Harvest` is one proposal phase (a layer, or all of Seq's windows): it waits for the calls
+until the phase's share of the time is over, then stops waiting as soon as `enough` usable
+samples are in, but not before. With fewer, the aggregation would have nothing to read, so the
+calls get the rest of the request's time instead of leaving it unused.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import Completion
 from .calls import Caller, Deadline
-from .errors import BackendError, DeadlineExceeded, ParameterRefused, SelfMoAError
+from .errors import Abandoned, BackendError, DeadlineExceeded, ParameterRefused, SelfMoAError
+from .hedging import hedged_complete
 from .prompts import candidate_of
 from .types import Batch, Failure, Message, Proposer, Sample
 
@@ -36,55 +45,142 @@ def usable(completion: Completion, model: str, include_reasoning: bool) -> Batch
     return batch
 
 
-def sample(
-    caller: Caller,
-    proposer: Proposer,
-    messages: Sequence[Message],
-    params: Mapping[str, Any],
-    deadline: Deadline,
-    include_reasoning: bool = False,
-    *,
-    enough: int | None = None,
-    grace: float | None = None,
-) -> Batch:
-    """`proposer.samples` proposals from one model, in as few calls as the backend allows
-    (`enough` and `grace` as in `gather`, for the calls a refused or short `n` fans out to)."""
-    endpoint, model, wanted = proposer.endpoint, proposer.model, proposer.samples
+@dataclass
+class Group:
+    """The calls whose samples are read together (a layer, or one Seq window): the samples each
+    call was expected to bring, what arrived, and how many of its tasks still run."""
 
-    def call(n: int) -> Batch:
+    expected: list[tuple[str, int]] = field(default_factory=list)
+    filled: dict[int, Batch] = field(default_factory=dict)
+    running: int = 0
+    closed: bool = False
+
+    def batch(self) -> Batch:
+        """What arrived; a call still out counts as that many abandoned samples of its model."""
+        batch = Batch()
+        for slot, (model, count) in enumerate(self.expected):
+            lost = Batch(failures=[Failure(model, "abandoned: no answer in time", True)] * count)
+            batch.extend(self.filled[slot] if slot in self.filled else lost)
+        return batch
+
+
+class Harvest:
+    """One proposal phase: its calls run concurrently, each filling its slot of a `Group`.
+
+    Waiting stops when a group's calls are all back; else at `soft` once `enough` usable samples
+    arrived (or `grace` seconds after that, if sooner); else at the request's deadline.
+    """
+
+    def __init__(self, caller: Caller, soft: Deadline, *, enough: int = 1, grace: float | None = None) -> None:
+        self.caller, self.soft, self.enough, self.grace = caller, soft, max(1, enough), grace
+        self.cond = threading.Condition()
+        self.arrived = 0
+        self.enough_at: float | None = None
+
+    def expect(self, group: Group, model: str, count: int) -> int:
+        with self.cond:
+            group.expected.append((model, count))
+            return len(group.expected) - 1
+
+    def fill(self, group: Group, slot: int, batch: Batch) -> None:
+        with self.cond:
+            if group.closed:
+                return  # arrived after the group was read: nobody will
+            group.filled[slot] = batch
+            self.arrived += len(batch.samples)
+            if self.enough_at is None and self.arrived >= self.enough:
+                self.enough_at = time.monotonic()
+            self.cond.notify_all()
+
+    def spawn(self, group: Group, task: Callable[[], None]) -> None:
+        with self.cond:
+            group.running += 1
+        threading.Thread(target=self._run, args=(group, task), name="selfmoa-propose", daemon=True).start()
+
+    def _run(self, group: Group, task: Callable[[], None]) -> None:
         try:
-            completion = caller.complete(endpoint, model, messages, params, n=n, deadline=deadline)
-        except SelfMoAError as error:
-            return failed(model, error, n)
-        return usable(completion, model, include_reasoning)
+            task()
+        finally:
+            with self.cond:
+                group.running -= 1
+                self.cond.notify_all()
 
-    def fan_out(count: int, size: int, have: int = 0) -> Batch:
-        sizes = [min(size, count - start) for start in range(0, count, size)]
-        still = None if enough is None else max(0, enough - have)
-        results = gather([functools.partial(call, s) for s in sizes], deadline, enough=still, grace=grace)
-        return collect(results, [(model, s) for s in sizes])
+    def cutoff(self) -> float:
+        """When waiting stops (monotonic time), given what arrived so far."""
+        hard = self.caller.deadline.at
+        if self.enough_at is None:
+            return hard
+        end = self.soft.at if self.grace is None else min(self.soft.at, self.enough_at + self.grace)
+        return min(end, hard)
+
+    def wait(self, group: Group) -> Batch:
+        """The group's samples once its calls are back or the phase may end (see the class)."""
+        self.caller.stop.on_set(self._wake)
+        try:
+            with self.cond:
+                while group.running and not self.caller.stop.is_set():
+                    left = self.cutoff() - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.cond.wait(left)
+                group.closed = True
+                if self.caller.stop.is_set():
+                    raise Abandoned("the request no longer needs its proposals")
+                return group.batch()
+        finally:
+            self.caller.stop.forget(self._wake)
+
+    def _wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+
+def sample_into(harvest: Harvest, group: Group, proposer: Proposer, messages: Sequence[Message],
+                params: Mapping[str, Any], include_reasoning: bool = False) -> None:
+    """`proposer.samples` proposals from one model into `group`, in as few calls as the backend
+    allows (run as one of the harvest's tasks; the calls a refused or short `n` fans out to are
+    tasks of their own)."""
+    caller, endpoint, model, wanted = harvest.caller, proposer.endpoint, proposer.model, proposer.samples
+
+    def call(n: int) -> Completion:
+        return hedged_complete(caller, endpoint, model, messages, params, kind="proposal", n=n,
+                               usable=lambda c: bool(usable(c, model, include_reasoning).samples))
+
+    def fill(slot: int, n: int) -> None:
+        try:
+            batch = usable(call(n), model, include_reasoning)
+        except SelfMoAError as error:
+            batch = failed(model, error, n)
+        harvest.fill(group, slot, batch)
+
+    def fan_out(count: int, size: int) -> None:
+        for start in range(0, count, size):
+            n = min(size, count - start)
+            harvest.spawn(group, functools.partial(fill, harvest.expect(group, model, n), n))
 
     limit = caller.memory.max_n(endpoint, model)
     if wanted == 1 or limit is not None:
         return fan_out(wanted, limit or 1)
+    slot = harvest.expect(group, model, wanted)
     try:
-        completion = caller.complete(endpoint, model, messages, params, n=wanted, deadline=deadline)
+        completion = call(wanted)
     except ParameterRefused as refusal:
         if refusal.param != "n":
-            return failed(model, refusal, wanted)
+            return harvest.fill(group, slot, failed(model, refusal, wanted))
         limit = max(1, min(refusal.limit or 1, wanted - 1))
         log.info("selfmoa: %s refuses n=%d; falling back to n<=%d calls (remembered)", model, wanted, limit)
         caller.memory.limit_n(endpoint, model, limit)
+        harvest.fill(group, slot, Batch())
         return fan_out(wanted, limit)
     except SelfMoAError as error:
-        return failed(model, error, wanted)
+        return harvest.fill(group, slot, failed(model, error, wanted))
     got = len(completion.choices)
-    batch = usable(completion, model, include_reasoning)
+    harvest.fill(group, slot, usable(completion, model, include_reasoning))
     if got < wanted:
         log.info("selfmoa: %s returned %d of n=%d choices; topping up (remembered)", model, got, wanted)
         caller.memory.limit_n(endpoint, model, max(got, 1))
-        batch.extend(fan_out(wanted - got, max(got, 1), have=len(batch.samples)))
-    return batch
+        fan_out(wanted - got, max(got, 1))
+    return None
 
 
 def propose(
@@ -98,40 +194,22 @@ def propose(
     enough: int | None = None,
     grace: float | None = None,
 ) -> Batch:
-    """Every proposer's samples, concurrently; see `gather` for `enough` and `grace`."""
-    # A lone proposer may fan out to many calls itself (no `n`): the grace period applies there.
-    alone = len(proposers) == 1
-    tasks = [
-        functools.partial(sample, caller, p, messages, params, deadline, include_reasoning,
-                          enough=enough if alone else None, grace=grace if alone else None)
-        for p in proposers
-    ]
-    results = gather(tasks, deadline, enough=enough, grace=grace)
-    return collect(results, [(p.model, p.samples) for p in proposers])
+    """Every proposer's samples, concurrently, within `deadline` (the phase's share of the time;
+    see `Harvest` for when the calls get more of it, and for `enough` and `grace`)."""
+    harvest = Harvest(caller, deadline, enough=enough or 1, grace=grace)
+    group = Group()
+    for proposer in proposers:
+        harvest.spawn(group, functools.partial(sample_into, harvest, group, proposer, messages, params,
+                                               include_reasoning))
+    return harvest.wait(group)
 
 
-def gather(
-    tasks: Sequence[Callable[[], Batch]],
-    deadline: Deadline,
-    *,
-    enough: int | None = None,
-    grace: float | None = None,
-) -> list[Batch | None]:
-    """Run tasks concurrently; None for those still running at the deadline, or `grace` seconds
-    after `enough` usable samples arrived. Abandoned calls end by themselves at the deadline."""
-    if len(tasks) == 1:
-        return [tasks[0]()]
-    pool = ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="selfmoa")
-    futures: list[Future[Batch]] = [pool.submit(task) for task in tasks]
-    pending = set(futures)
-    cutoff = deadline
-    while pending and not cutoff.expired():
-        _, pending = wait(pending, timeout=cutoff.remaining(), return_when=FIRST_COMPLETED)
-        arrived = sum(len(f.result().samples) for f in futures if f.done())
-        if enough is not None and grace is not None and arrived >= enough and cutoff is deadline:
-            cutoff = Deadline(min(grace, deadline.remaining()))
-    pool.shutdown(wait=False, cancel_futures=True)
-    return [f.result() if f.done() else None for f in futures]
+def sample(caller: Caller, proposer: Proposer, messages: Sequence[Message], params: Mapping[str, Any],
+           deadline: Deadline, include_reasoning: bool = False, *, enough: int | None = None,
+           grace: float | None = None) -> Batch:
+    """One proposer's samples (`propose` with a single proposer)."""
+    return propose(caller, [proposer], messages, params, deadline, include_reasoning=include_reasoning,
+                   enough=enough, grace=grace)
 
 
 def failed(model: str, error: SelfMoAError, count: int) -> Batch:
@@ -141,11 +219,3 @@ def failed(model: str, error: SelfMoAError, count: int) -> Batch:
     timed_out = isinstance(error, DeadlineExceeded)
     failure = Failure(model, reason, timed_out, status=status, code=error.code, retry_after=error.retry_after)
     return Batch(failures=[failure] * count)
-
-
-def collect(results: Sequence[Batch | None], expected: Sequence[tuple[str, int]]) -> Batch:
-    """One batch from several; an abandoned task counts as that many failed samples of its model."""
-    batch = Batch()
-    for result, (model, count) in zip(results, expected):
-        batch.extend(result or Batch(failures=[Failure(model, "abandoned: no answer in time", True)] * count))
-    return batch

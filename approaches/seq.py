@@ -8,10 +8,9 @@ all earlier samples), plus the next `window - synthesis_slots` samples.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from .aggregation import Answered, aggregate, fall_back
@@ -19,7 +18,7 @@ from .calls import Caller, Deadline
 from .errors import ContextTooLong, NotEnoughProposals, SelfMoAError, StreamInterrupted
 from .events import Event, ProposalsArrived, RoundDone
 from .prompts import candidate_of
-from .sampling import collect, sample
+from .sampling import Group, Harvest, sample_into
 from .types import Batch, Candidate, Choice, Failure, Message, Proposer, Recipe, Sample
 
 
@@ -57,24 +56,18 @@ def stream_windows(
     deadline: Deadline,
 ) -> Iterator[Batch]:
     """Sample every window concurrently and yield them in order, so that aggregating round r
-    overlaps the sampling of later windows."""
-    chunks = windows(recipe.proposers, recipe.window, recipe.synthesis_slots)
-    pool = ThreadPoolExecutor(max_workers=max(1, sum(len(c) for c in chunks)), thread_name_prefix="selfmoa-seq")
-    try:
-        futures = [
-            [pool.submit(sample, caller, p, messages, params, deadline, recipe.include_reasoning) for p in chunk]
-            for chunk in chunks
-        ]
-        for chunk, chunk_futures in zip(chunks, futures):
-            results: list[Batch | None] = []
-            for future in chunk_futures:
-                try:
-                    results.append(future.result(timeout=deadline.remaining()))
-                except FutureTimeout:
-                    results.append(None)
-            yield collect(results, [(p.model, p.samples) for p in chunk])
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    overlaps the sampling of later windows. One proposal phase: `deadline` is its share of the
+    time, extended while fewer than `min_samples` usable samples have arrived (`Harvest`)."""
+    harvest = Harvest(caller, deadline, enough=recipe.min_samples)
+    groups: list[Group] = []
+    for chunk in windows(recipe.proposers, recipe.window, recipe.synthesis_slots):
+        group = Group()
+        groups.append(group)
+        for proposer in chunk:
+            harvest.spawn(group, functools.partial(sample_into, harvest, group, proposer, messages, params,
+                                                   recipe.include_reasoning))
+    for group in groups:
+        yield harvest.wait(group)
 
 
 def rounds(

@@ -54,6 +54,30 @@ class Recipe:
         return sum(p.samples for p in self.proposers)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Hedging:
+    """When a call that has not answered is raced by an identical one. A raced call is paid for.
+
+    A call should have answered after `after_usual` times what its endpoint+model usually takes
+    (the median of its recent answers, remembered per process), and at the latest after
+    `after_share` of the time it had left; never sooner than `min_delay` seconds. A request makes
+    at most `max_extra` raced calls in all.
+    """
+
+    enabled: bool = True
+    after_usual: float = 3.0
+    after_share: float = 0.5
+    min_delay: float = 0.5
+    max_extra: int = 4
+
+    def delay(self, usual: float | None, time_left: float) -> float:
+        """Seconds an attempt may stay unanswered on the wire before it is raced."""
+        wait = self.after_share * time_left
+        if usual is not None:
+            wait = min(wait, self.after_usual * usual)
+        return max(self.min_delay, wait)
+
+
 @dataclass
 class Usage:
     """Token counts of one call or a sum of calls (`cached_tokens`: prompt tokens a cache served)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from selfmoa.approaches import (
     DEFAULT_ENDPOINT,
+    Abandoned,
     Backend,
     Caller,
     Deadline,
@@ -23,6 +24,7 @@ from selfmoa.approaches import (
     Outcome,
     Recipe,
     SelfMoAError,
+    Stop,
     moa_events,
 )
 
@@ -42,6 +44,7 @@ class PublicError(SelfMoAError):
         self.code = cause.code
         self.retry_after = cause.retry_after
         self.param: str | None = getattr(cause, "field", None)
+        self.abandoned = isinstance(cause, Abandoned)  # stopped because the request ended otherwise
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,16 @@ class Job:
     messages: list[dict[str, Any]]
     caller: Caller
     runtime: Runtime
+    stop: Stop  # the request's: stopping it stops every run of the request
 
     @property
     def recipe(self) -> Recipe:
         return self.plan.recipe
 
     def again(self) -> Job:
-        """Another run of the same request (its own calls and usage, the same deadline)."""
-        caller = Caller(self.caller.backends, self.caller.memory, self.caller.deadline, self.caller.retry)
+        """Another run of the same request (its own calls and usage, the same deadline and stop)."""
+        old = self.caller
+        caller = Caller(old.backends, old.memory, old.deadline, old.retry, old.hedging, self.stop.child())
         return replace(self, caller=caller)
 
 
@@ -73,8 +78,10 @@ def prepare(slug: str, model: str, body: dict[str, Any], messages: Sequence[dict
         raise public(slug, model, error, runtime) from None
     seconds = planned.recipe.timeout
     deadline = scope.deadline(seconds) if scope is not None else Deadline(seconds)
-    caller = Caller({DEFAULT_ENDPOINT: backend, **runtime.backends}, runtime.memory, deadline)
-    return Job(slug, planned, [dict(m) for m in messages], caller, runtime)
+    stop = scope.stop if scope is not None else Stop()
+    caller = Caller({DEFAULT_ENDPOINT: backend, **runtime.backends}, runtime.memory, deadline,
+                    hedging=planned.hedging, stop=stop.child())
+    return Job(slug, planned, [dict(m) for m in messages], caller, runtime, stop)
 
 
 def events(job: Job, *, stream: bool = False) -> Generator[Event, None, None]:
@@ -83,10 +90,12 @@ def events(job: Job, *, stream: bool = False) -> Generator[Event, None, None]:
     try:
         for event in moa_events(job.recipe, job.messages, job.caller, stream=stream):
             if isinstance(event, Done):
-                log.info(summary(job.slug, job.recipe, event.outcome, time.monotonic() - started))
+                log.info(summary(job.slug, job.recipe, event.outcome, time.monotonic() - started, job.caller.raced))
             yield event
     except SelfMoAError as error:
         raise public(job.slug, job.recipe.aggregator, error, job.runtime) from None
+    finally:
+        job.caller.finish()  # failed or given up too: no retry of its calls goes out any more
 
 
 def outcome(job: Job) -> Outcome:
@@ -98,18 +107,22 @@ def outcome(job: Job) -> Outcome:
 
 def public(slug: str, model: str, error: SelfMoAError, runtime: Runtime) -> PublicError:
     safe = PublicError(f"{slug}: {redact(str(error), runtime.secrets)}", error)
-    log.warning("selfmoa approach=%s model=%s failed: %s", slug, model, safe)
+    if safe.abandoned:
+        log.info("selfmoa approach=%s model=%s stopped: %s", slug, model, safe)
+    else:
+        log.warning("selfmoa approach=%s model=%s failed: %s", slug, model, safe)
     return safe
 
 
-def summary(slug: str, recipe: Recipe, outcome: Outcome, wall: float) -> str:
-    """The one log line per run: approach, models, samples ok/failed, rounds, calls, tokens, time."""
+def summary(slug: str, recipe: Recipe, outcome: Outcome, wall: float, raced: int = 0) -> str:
+    """The one log line per run: approach, models, samples ok/failed, rounds, calls (of which
+    `raced` were hedging's extra calls), tokens, time."""
     models = ",".join(f"{p.model}x{p.samples}" for p in recipe.proposers)
-    fallback = " fallback=yes" if outcome.fallback else ""
+    extras = (" fallback=yes" if outcome.fallback else "") + (f" raced={raced}" if raced else "")
     return (
         f"selfmoa approach={slug} proposers={models} aggregator={recipe.aggregator} "
         f"samples_ok={len(outcome.proposals)} samples_failed={len(outcome.failures)} "
         f"rounds={outcome.rounds} seq={'yes' if outcome.sequential else 'no'} calls={outcome.calls} "
         f"prompt_tokens={outcome.usage.prompt_tokens} completion_tokens={outcome.completion_tokens}"
-        f"{fallback} wall={wall:.2f}s"
+        f"{extras} wall={wall:.2f}s"
     )

@@ -18,8 +18,10 @@ from typing import Any, Literal, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
-from selfmoa.approaches import DEFAULT_ENDPOINT, VARIANTS, Proposer, Recipe, SelfMoAError, max_calls
+from selfmoa.approaches import DEFAULT_ENDPOINT, VARIANTS, Hedging, Proposer, Recipe, SelfMoAError, max_calls
 from selfmoa.approaches.backend import cache_hints
+
+from .hedging import HedgingSettings
 
 SLUGS = tuple(VARIANTS)
 # The request's own fields that shape the answer the user sees: they reach the final aggregation.
@@ -161,6 +163,7 @@ class ServerConfig(BaseModel):
     caps: Caps = Caps()
     endpoints: dict[str, Endpoint] = {}
     models: dict[str, ModelInfo] = {}
+    hedging: HedgingSettings = HedgingSettings()
     list_approaches: bool = True  # /v1/models also lists `self_moa-M`, ... for each backend model
 
 
@@ -254,10 +257,12 @@ def _path(prefix: str, loc: Sequence[Any]) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """What one request asks of an approach: the recipe to run, and whether to return its trace."""
+    """What one request asks of an approach: the recipe to run, whether to return its trace, and
+    how its calls are hedged (the server's settings, within what its caps leave)."""
 
     recipe: Recipe
     trace: bool
+    hedging: Hedging = Hedging()
 
 
 def resolve(approach: str, model: str, body: Mapping[str, Any] | None, messages: Any, server: ServerConfig) -> Recipe:
@@ -280,7 +285,8 @@ def plan(approach: str, model: str, body: Mapping[str, Any] | None, messages: An
     check_messages(messages, server.caps)
     recipe = _recipe(approach, model, settings, body, messages, server)
     _check_repeats(fields.n, recipe, server.caps)
-    return Plan(recipe=recipe, trace=settings["trace"])
+    hedging = server.hedging.policy(planned=max_calls(recipe), runs=fields.n, cap=server.caps.calls)
+    return Plan(recipe=recipe, trace=settings["trace"], hedging=hedging)
 
 
 def _json_type(value: Any) -> str:

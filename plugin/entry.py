@@ -40,8 +40,9 @@ def make_run(slug: str) -> PluginRun:
                           scope)
             result = outcome(job)
         except PublicError as error:
-            if scope is not None:
+            if scope is not None and not error.abandoned:  # an abandoned run is not why the request failed
                 scope.errors.append(error)
+                scope.stop.set()  # the request fails with this: another `|` branch stops now
             raise
         if result.answer.tool_calls:  # optillm carries only text: a tool call goes in its text form
             candidate = candidate_of(result.answer)

@@ -13,6 +13,7 @@ import functools
 import importlib
 import importlib.metadata
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -115,6 +116,18 @@ class Optillm:
                 self.server.plugin_approaches.setdefault(slug, run)
 
         setattr(self.server, "load_plugins", load_plugins)  # noqa: B010
+
+    def stamp_arrivals(self, key: str) -> None:
+        """Put the time each request reached the server into its WSGI environ under `key`, before
+        Flask (or any hook on its app, optillm's included) does any work for it: a deadline that
+        starts later does not count the time the server took to dispatch the request."""
+        inner = self.app.wsgi_app
+
+        def stamped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            environ.setdefault(key, time.monotonic())
+            return inner(environ, start_response)
+
+        self.app.wsgi_app = stamped
 
     def wrap_view(self, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         self.app.view_functions[name] = wrap(self.app.view_functions[name])

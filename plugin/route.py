@@ -27,7 +27,7 @@ from .config import SLUGS, ConfigError, plan
 from .host import Optillm, Route
 from .replies import Reply, delta_body, error_body, error_headers, finish_reason, sse, trace, usage_body
 from .runtime import current_runtime, redact
-from .scope import RequestScope, current_scope, open_scope
+from .scope import ARRIVED, RequestScope, current_scope, open_scope
 
 CHAT_PATH = "/v1/chat/completions"
 ROUTING_FIELDS = ("model", "optillm_approach")  # read before we know which approach a request is for
@@ -36,6 +36,7 @@ ROUTING_FIELDS = ("model", "optillm_approach")  # read before we know which appr
 def install(host: Optillm) -> None:
     """Our route and error shapes on optillm's app."""
     app = host.app
+    host.stamp_arrivals(ARRIVED)
     app.before_request(functools.partial(before_chat, host))
     app.after_request(openai_shaped)
     for status in (404, 405):
@@ -91,10 +92,15 @@ def answer(host: Optillm, body: dict[str, Any], route: Route, scope: RequestScop
 
 
 def run_all(jobs: Sequence[Job]) -> list[Outcome]:
+    """Every run's outcome; when one fails, the request fails at once and the others stop."""
     if len(jobs) == 1:
         return [outcome(jobs[0])]
-    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="selfmoa-n") as pool:
+    pool = ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="selfmoa-n")
+    try:
         return list(pool.map(outcome, jobs))
+    finally:
+        jobs[0].stop.set()
+        pool.shutdown(wait=False)
 
 
 # --- streaming -------------------------------------------------------------------------------
@@ -199,6 +205,7 @@ def merge(jobs: Sequence[Job]) -> Iterator[tuple[int, Event]]:
                 yield index, item
     finally:
         stop.set()
+        jobs[0].stop.set()  # ended, failed or abandoned by the client: no run goes on calling
 
 
 def _trace(job: Job, done: Outcome, scope: RequestScope) -> dict[str, Any]:
@@ -224,9 +231,12 @@ def with_error_status(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def proxied(*args: Any, **kwargs: Any) -> Any:
-
-        response = current_app.make_response(view(*args, **kwargs))
         scope = current_scope()
+        try:
+            response = current_app.make_response(view(*args, **kwargs))
+        finally:
+            if scope is not None:  # answered, or a branch of a `|` failed: no branch goes on calling
+                scope.stop.set()
         if scope is not None and scope.errors and response.status_code == 500:
             return error_from(scope.errors[-1])
         return response

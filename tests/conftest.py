@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from selfmoa.approaches import BackendMemory, Caller, Deadline, Proposer, Recipe
+from selfmoa.approaches import BackendMemory, Caller, Deadline, Hedging, Proposer, Recipe
 from selfmoa.sim import BackgroundSim
 from tests.fakes import FakeBackend
 from tests.live import Proxy, SimLog
@@ -30,8 +30,9 @@ def fake() -> FakeBackend:
     return FakeBackend()
 
 
-def make_caller(backend: FakeBackend, *, timeout: float = 10.0, memory: BackendMemory | None = None) -> Caller:
-    return Caller({"default": backend}, memory or BackendMemory(), Deadline(timeout))
+def make_caller(backend: FakeBackend, *, timeout: float = 10.0, memory: BackendMemory | None = None,
+                hedging: Hedging | None = None) -> Caller:
+    return Caller({"default": backend}, memory or BackendMemory(), Deadline(timeout), hedging=hedging or Hedging())
 
 
 def make_recipe(samples: int = 6, model: str = "m", **fields: object) -> Recipe:

@@ -74,6 +74,12 @@ def status_error(status: int, message: str = "error", *, param: str | None = Non
     return kind(message, response=response, body=body)
 
 
+def hang(call: Call) -> list[str]:
+    """A call that never answers: it ends when its own timeout does, as a real client's would."""
+    threading.Event().wait(call.timeout)
+    raise openai.APITimeoutError(request=httpx.Request("POST", "http://fake/v1/chat/completions"))
+
+
 def default_script(call: Call) -> list[str]:
     """Proposals say which model wrote them; aggregations say how many candidates they read."""
     if call.kind == "select":

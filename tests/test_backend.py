@@ -138,3 +138,5 @@ def test_optillms_litellm_wrapper_gets_the_calls_timeout(monkeypatch: pytest.Mon
             backend.complete("openai/sim-hang", USER, {}, timeout=1.0)
         assert raised.value.timed_out
         assert time.monotonic() - started < 60  # not the sim's hour-long hang: the timeout reached LiteLLM
+        hung = [c for c in httpx.get(f"{sim.root_url}/sim/calls", timeout=10).json() if c["model"] == "sim-hang"]
+        assert len(hung) == 1  # and LiteLLM did not retry it (three timeouts in all) behind the deadline's back

@@ -70,3 +70,27 @@ def test_the_placement_benchmark_prints_both_placements_prompt_work(tmp_path: Pa
         (trial,) = report[placement]
         assert trial["prompt_n"] > 0 and trial["cache_n"] >= 0 and trial["added_tokens"] > 0
     assert report["last_user"][0]["cache_n"] >= report["last_user"][0]["conversation_tokens"]
+
+
+def test_the_soak_runs_briefly_and_plots_memory_and_threads(tmp_path: Path) -> None:
+    """A few seconds of `make reliability`'s soak: every request lands in a column, the proxy is
+    sampled, the plot is written. Whether the goals are met at this scale is the real run's business."""
+    import httpx
+
+    from benchmarks.soak import MODELS, plot, soak
+    from selfmoa.sim import BackgroundSim
+    from tests.live import Proxy
+
+    with BackgroundSim(seed=1, time_scale=1.0) as sim:
+        httpx.post(f"{sim.root_url}/sim/profile", json={"models": MODELS}, timeout=30).raise_for_status()
+        proxy = Proxy.configured(sim.base_url, "defaults: {timeout: 20}\n", tmp_path)
+        try:
+            result = soak(proxy, sim.root_url, seconds=3, rate=4, question=lambda i: f"Soak probe {i}: 2 + {i}?")
+        finally:
+            proxy.close()
+    tally = result.tally
+    assert result.sent == tally.requests == 12
+    assert tally.succeeded + tally.clear + tally.hung + tally.wrong == 12
+    assert result.readings and all(r.rss_mb > 0 and r.threads >= 1 for r in result.readings)
+    plot(result, tmp_path / "soak.png")
+    assert (tmp_path / "soak.png").stat().st_size > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pytest_mock import MockerFixture
 
-from selfmoa.approaches import BackendError, BackendMemory, Caller, Deadline, RetryPolicy
+from selfmoa.approaches import BackendError, BackendMemory, Caller, Deadline, RetryPolicy, Stop
 from selfmoa.approaches.calls import adapt
 from tests.fakes import Call, FakeBackend, status_error
 
@@ -34,7 +34,7 @@ def test_transient_failures_are_retried() -> None:
 
 
 def test_retry_after_is_honoured(mocker: MockerFixture) -> None:
-    sleep = mocker.patch("selfmoa.approaches.calls.time.sleep")
+    sleep = mocker.patch.object(Stop, "wait", return_value=False)  # the pause between tries
     client = failing_first([status_error(429, "slow down", headers={"Retry-After": "4.5"})])
     caller_for(client).complete("default", "m", USER, {})
     assert len(client.calls) == 2
@@ -43,7 +43,7 @@ def test_retry_after_is_honoured(mocker: MockerFixture) -> None:
 
 
 def test_backoff_grows_exponentially_with_jitter(mocker: MockerFixture) -> None:
-    sleep = mocker.patch("selfmoa.approaches.calls.time.sleep")
+    sleep = mocker.patch.object(Stop, "wait", return_value=False)  # the pause between tries
     mocker.patch("selfmoa.approaches.calls.random.uniform", side_effect=lambda low, high: high)
     client = failing_first([status_error(503, "busy")] * 4)
     caller = Caller({"default": client}, BackendMemory(), Deadline(60), RetryPolicy(base=0.5, cap=3.0))

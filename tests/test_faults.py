@@ -38,6 +38,7 @@ FAULT_MODELS: dict[str, dict[str, Any]] = {
     "down-500": {"rate_500": 1.0},
     "down-reset": {"rate_reset": 1.0},
     "hang": {"rate_hang": 1.0},
+    "slow": {"rate_hang": 1.0, "hang_seconds": 1.5},  # answers, after 1.5 s
     "truncating": {"rate_truncated": 1.0},
     "empty": {"rate_empty": 1.0},
     "picky": {"refuse_params": ["temperature", "top_p", "max_tokens"]},
@@ -50,12 +51,16 @@ defaults:
 presets:
   unreachable:
     proposers: [{model: ok, samples: 2, endpoint: dead}]
+  hung-endpoint:
+    proposers: [{model: hang, samples: 2, endpoint: same}]
 caps:
   timeout: 30
 endpoints:
   dead:
     base_url: ${DEAD_BASE_URL}
     api_key: ${DEAD_KEY}
+  same:                 # the fault simulator again, as a named endpoint (its own client)
+    base_url: ${SAME_BASE_URL}
 """
 
 _questions = itertools.count(1)
@@ -73,7 +78,7 @@ def fault_sim() -> Iterator[BackgroundSim]:
 def fault_proxy(fault_sim: BackgroundSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     dead = f"http://127.0.0.1:{free_port()}/v1"  # bound and released: connecting is refused
     running = Proxy.configured(fault_sim.base_url, SERVER_CONFIG, tmp_path_factory.mktemp("fault-proxy"),
-                               env={"DEAD_BASE_URL": dead, "DEAD_KEY": DEAD_KEY})
+                               env={"DEAD_BASE_URL": dead, "DEAD_KEY": DEAD_KEY, "SAME_BASE_URL": fault_sim.base_url})
     yield running
     running.close()
 
@@ -225,6 +230,42 @@ def test_the_server_default_deadline_applies_when_the_request_sets_none(fault_pr
     message = error_of(asked.response)["message"]
     assert message.startswith("self_moa: ") and "hang" in message
     assert asked.took <= 2 + MARGIN  # the YAML's defaults.timeout
+
+
+@pytest.mark.parametrize("model,moa", [
+    ("self_moa-hang", {"samples": 2}),  # optillm's upstream client
+    ("mixed_moa-ok", {"preset": "hung-endpoint"}),  # a named endpoint's own client
+])
+def test_hung_calls_end_by_the_deadline_on_every_client(fault_proxy: Proxy, calls: SimLog, model: str,
+                                                       moa: dict[str, Any]) -> None:
+    asked = ask(fault_proxy, model, {**moa, "timeout": 2})
+    assert asked.response.status_code == 504
+    assert "the proposal phase ran out of time" in error_of(asked.response)["message"]
+    made = settled(asked, calls)
+    assert made and all(c["fault"] == "hang" for c in made)
+    for call in made:  # each call carried a timeout: its client hung up by the deadline (threads do not pile up)
+        assert call["ended"] is not None and call["ended"] - call["started"] <= 2 + MARGIN
+
+
+def test_a_failed_branch_of_a_combination_stops_the_others_calls(fault_proxy: Proxy, calls: SimLog) -> None:
+    # self_moa fails at once (no such model); mixed_moa's proposals answer after 1.5 s, and its
+    # aggregation would follow at once if nothing stopped it
+    moa = {"proposers": ["slow"], "samples": 2, "aggregator": "ok", "timeout": 20}
+    asked = ask(fault_proxy, "self_moa|mixed_moa-nosuch", moa)
+    assert asked.response.status_code == 404, asked.response.text
+    settled(asked, calls)
+    time.sleep(0.5)
+    assert asked.calls(calls, "aggregate") == []
+
+
+def settled(asked: Asked, log: SimLog) -> list[dict[str, Any]]:
+    """The request's calls once none is in flight any more (waiting at most 10 s)."""
+    for _ in range(100):
+        made = asked.calls(log)
+        if all(c["ended"] is not None for c in made):
+            return made
+        time.sleep(0.1)
+    return asked.calls(log)
 
 
 def test_optillms_repeated_runs_share_the_request_deadline(fault_proxy: Proxy) -> None:

@@ -4,6 +4,7 @@ one stops the server with the optillm version it needs; routing reads requests a
 from __future__ import annotations
 
 import sys
+import time
 import types
 
 import pytest
@@ -52,3 +53,29 @@ def test_routing_tags_are_removed_from_the_conversation(host: Optillm) -> None:
     messages = [{"role": "user", "content": "<optillm_approach>self_moa</optillm_approach> Hello"}]
     assert host.without_tags(messages) == [{"role": "user", "content": "Hello"}]
     assert messages[0]["content"].startswith("<optillm_approach>")  # not mutated
+
+
+def test_the_deadline_counts_from_when_the_server_received_the_request() -> None:
+    """Work a server does before our hook (optillm's own hooks, Flask's dispatch) counts against
+    the request's deadline: its scope dates from the WSGI entry, which `stamp_arrivals` records."""
+    from flask import Flask
+
+    from selfmoa.scope import ARRIVED, RequestScope, open_scope
+
+    app = Flask("dispatch")
+    seen: dict[str, float | RequestScope] = {}
+
+    @app.before_request
+    def dispatch_work() -> None:  # registered first, as optillm's hooks are
+        seen["dispatched"] = time.monotonic()
+        time.sleep(0.2)
+
+    @app.route("/v1/chat/completions", methods=["POST"])
+    def chat() -> str:
+        seen["scope"] = open_scope()
+        return "ok"
+
+    Optillm(types.SimpleNamespace(app=app)).stamp_arrivals(ARRIVED)  # type: ignore[arg-type]
+    assert app.test_client().post("/v1/chat/completions").status_code == 200
+    scope = seen["scope"]
+    assert isinstance(scope, RequestScope) and scope.arrived <= seen["dispatched"]

@@ -260,11 +260,12 @@ def test_concurrent_requests_never_see_each_others_configuration(hostile_proxy: 
         expected = settings(k)
         proposals = [c for c in mine if c["kind"] == "propose"]
         aggregations = [c for c in mine if c["kind"] == "aggregate"]
-        assert [(c["model"], c["n"]) for c in proposals] == [("sim-strong", expected["samples"])], k
-        assert proposals[0]["params"]["temperature"] == expected["temperature"], k
-        assert proposals[0]["params"]["max_tokens"] == expected["max_tokens"], k
-        wanted = [(expected["aggregator"], expected["samples"])]
-        assert [(c["model"], c["candidates"]) for c in aggregations] == wanted, k
+        # one proposal call and one aggregation, each perhaps raced by an identical copy (64 at once are slow)
+        assert {(c["model"], c["n"]) for c in proposals} == {("sim-strong", expected["samples"])}, k
+        assert {c["params"]["temperature"] for c in proposals} == {expected["temperature"]}, k
+        assert {c["params"]["max_tokens"] for c in proposals} == {expected["max_tokens"]}, k
+        wanted = {(expected["aggregator"], expected["samples"])}
+        assert {(c["model"], c["candidates"]) for c in aggregations} == wanted, k
         prompts = str([c["messages"] for c in mine])
         leaked = [other for other in range(64) if other != k and f"Concurrency probe {other}:" in prompts]
         assert leaked == [], k  # no other request's question reached this request's prompts
