@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
-from selfmoa.approaches import DEFAULT_ENDPOINT, VARIANTS, Hedging, Proposer, Recipe, SelfMoAError, max_calls
+from selfmoa.approaches import DEFAULT_ENDPOINT, VARIANTS, Hedging, Proposer, Recipe, max_calls
 from selfmoa.approaches.backend import cache_hints
 
 from .hedging import HedgingSettings
+from .validation import ConfigError, field_path, json_type, most_specific, parse
 
 SLUGS = tuple(VARIANTS)
 # The request's own fields that shape the answer the user sees: they reach the final aggregation.
@@ -43,19 +44,6 @@ BUILT_IN: dict[str, Any] = {
     "include_reasoning": False,
     "trace": False,
 }
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(SelfMoAError):
-    """Refused configuration: names the field and what is allowed. Answered with HTTP 400."""
-
-    status = 400
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
 
 
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -202,59 +190,6 @@ def _check_routes(config: ServerConfig, prefix: str) -> None:
                 raise ConfigError(f"{prefix}: {name}", f"unknown endpoint {item.endpoint!r}; defined: {sorted(known)}")
 
 
-def parse(model: type[M], raw: Any, *, prefix: str) -> M:
-    """Validate `raw` as `model`; the first problem becomes a `ConfigError` naming its field."""
-    try:
-        return model.model_validate(raw)
-    except ValidationError as error:
-        problem = _most_specific(error)
-        field = _path(prefix, problem["loc"])
-        if problem["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(model, problem["loc"][:-1]))
-            raise ConfigError(field, f"unknown key (allowed: {allowed})") from None
-        raise ConfigError(field, problem["msg"]) from None
-
-
-def _most_specific(error: ValidationError) -> Any:
-    """Of a union's alternative complaints, the one that went deepest says what is really wrong."""
-    return max(error.errors(), key=lambda e: (len(e["loc"]), e["type"] == "extra_forbidden"))
-
-
-def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
-    """The keys allowed at `loc` inside `model` (walking list items, dict values and optionals)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, str) and _is_model(current) and part in current.model_fields:
-            current = current.model_fields[part].annotation
-        current = _inner_model(current) or current
-    inner = current if _is_model(current) else _inner_model(current)
-    return list(inner.model_fields) if inner else []
-
-
-def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
-
-
-def _inner_model(tp: Any) -> type[BaseModel] | None:
-    for arg in get_args(tp):
-        found = arg if _is_model(arg) else _inner_model(arg)
-        if found:
-            return found
-    return None
-
-
-_TAGS = {"str", "int", "float", "bool", "none", "list", "dict"}
-
-
-def _path(prefix: str, loc: Sequence[Any]) -> str:
-    # pydantic puts union member tags ("str", "ProposerEntry", "list[...]") into the location
-    parts = [p for p in loc if isinstance(p, int) or not (p[:1].isupper() or p in _TAGS or "[" in p)]
-    text = prefix
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
-
-
 @dataclass(frozen=True)
 class Plan:
     """What one request asks of an approach: the recipe to run, whether to return its trace, and
@@ -276,7 +211,7 @@ def plan(approach: str, model: str, body: Mapping[str, Any] | None, messages: An
     body = body or {}
     raw = body.get("moa", {})
     if not isinstance(raw, dict):
-        raise ConfigError("moa", f"must be an object, not {_json_type(raw)}")
+        raise ConfigError("moa", f"must be an object, not {json_type(raw)}")
     request: Options = parse(Options, raw, prefix="moa")
     fields: RequestFields = parse(RequestFields, dict(body), prefix="")
     settings = {**BUILT_IN, **_set(server.defaults), **_set(_preset(server, request.preset)), **_set(request)}
@@ -287,12 +222,6 @@ def plan(approach: str, model: str, body: Mapping[str, Any] | None, messages: An
     _check_repeats(fields.n, recipe, server.caps)
     hedging = server.hedging.policy(planned=max_calls(recipe), runs=fields.n, cap=server.caps.calls)
     return Plan(recipe=recipe, trace=settings["trace"], hedging=hedging)
-
-
-def _json_type(value: Any) -> str:
-    """A value's type as a JSON client wrote it (`null`, not `NoneType`)."""
-    names = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
-    return names.get(type(value), type(value).__name__)
 
 
 def _preset(server: ServerConfig, name: str | None) -> Options:
@@ -412,8 +341,8 @@ def check_messages(messages: Any, caps: Caps) -> None:
     try:
         _MESSAGES.validate_python(messages)
     except ValidationError as error:
-        problem = _most_specific(error)
-        raise ConfigError(_path("messages", problem["loc"]), problem["msg"]) from None
+        problem = most_specific(error)
+        raise ConfigError(field_path("messages", problem["loc"]), problem["msg"]) from None
     size = sum(len(str(m.get("content") or "")) for m in messages)
     if size > caps.message_chars:
         raise ConfigError("messages", f"{size} characters exceed the server's cap of {caps.message_chars}")

@@ -23,11 +23,12 @@ from selfmoa.approaches import AnswerDelta, Done, Event, OpenAIBackend, Outcome,
 from selfmoa.approaches.backend import error_fields
 
 from .answering import Job, PublicError, events, outcome, prepare
-from .config import SLUGS, ConfigError, plan
+from .config import SLUGS, plan
 from .host import Optillm, Route
 from .replies import Reply, delta_body, error_body, error_headers, finish_reason, sse, trace, usage_body
 from .runtime import current_runtime, redact
 from .scope import ARRIVED, RequestScope, current_scope, open_scope
+from .validation import ConfigError
 
 CHAT_PATH = "/v1/chat/completions"
 ROUTING_FIELDS = ("model", "optillm_approach")  # read before we know which approach a request is for

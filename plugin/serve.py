@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from . import route
-from .config import SLUGS, ConfigError
+from .config import SLUGS
 from .entry import make_run
 from .host import Optillm
 from .runtime import current_runtime, redact
+from .validation import ConfigError
 
 log = logging.getLogger("selfmoa")
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from selfmoa.config import ConfigError, ServerConfig, load_server_config, resolve
+from selfmoa.config import ServerConfig, load_server_config, resolve
 from selfmoa.runtime import redact
+from selfmoa.validation import ConfigError
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -26,8 +26,9 @@ from selfmoa.approaches import (
     moa_events,
     run_moa,
 )
-from selfmoa.config import ConfigError, ServerConfig, load_server_config, plan
+from selfmoa.config import ServerConfig, load_server_config, plan
 from selfmoa.runtime import Runtime
+from selfmoa.validation import ConfigError
 from tests.conftest import make_caller, make_recipe
 from tests.fakes import Call, FakeBackend, default_script, hang, status_error
 

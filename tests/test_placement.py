@@ -19,7 +19,8 @@ import pytest
 
 from selfmoa.approaches import VARIANTS, Candidate, Choice, run_moa
 from selfmoa.approaches.prompts import SYNTHESIZE_INSTRUCTIONS, after_conversation, aggregation_messages
-from selfmoa.config import ConfigError, ServerConfig, load_server_config, resolve
+from selfmoa.config import ServerConfig, load_server_config, resolve
+from selfmoa.validation import ConfigError
 from tests.conftest import make_caller
 from tests.conversations import AFTER_TOOL_RESULTS, TOOLS
 from tests.fakes import FakeBackend
