@@ -65,12 +65,14 @@ def serve_processes(base_url: str) -> list[str]:
     return found
 
 
-def test_serve_mode_starts_and_stops_its_own_proxy(sim: BackgroundSim, tmp_path: Path) -> None:
+def test_serve_mode_starts_and_stops_its_own_proxy(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = subprocess.run([str(BIN / "selfmoa"), "ab", "--tasks", "arithmetic", "--limit", "4",
-                           "--approaches", "none,moa,self_moa", "--model", "sim-strong", "--out", str(out),
-                           "--serve", "--base-url", sim.base_url, "--no-progress"],
-                          capture_output=True, text=True, timeout=180)
+    with BackgroundSim() as sim:  # its own: no other test's `selfmoa serve` points at it
+        done = subprocess.run([str(BIN / "selfmoa"), "ab", "--tasks", "arithmetic", "--limit", "4",
+                               "--approaches", "none,moa,self_moa", "--model", "sim-strong", "--out", str(out),
+                               "--serve", "--base-url", sim.base_url, "--no-progress"],
+                              capture_output=True, text=True, timeout=180)
+        stopped = serve_processes(sim.base_url) == []
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 12
@@ -78,7 +80,7 @@ def test_serve_mode_starts_and_stops_its_own_proxy(sim: BackgroundSim, tmp_path:
     assert (out / "serve.log").exists()
     report = (out / "report.md").read_text()
     assert SIMULATOR_NOTE in report and f"`selfmoa serve` started in front of {sim.base_url}" in report
-    assert serve_processes(sim.base_url) == []
+    assert stopped
     assert "none (baseline)" in done.stdout and "SIMULATOR" in done.stdout
 
 
