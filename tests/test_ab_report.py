@@ -79,8 +79,9 @@ def test_the_report_explains_and_qualifies_the_table(summary: dict[str, Any], tm
     assert SIMULATOR_NOTE in report
     assert "12 tasks x 3 approaches: 36 answers, 1 errors." in report
     assert "| self_moa | 12 | 0.917 [" in report and "| none (baseline) | 12 | 0.500 [" in report
-    assert "`moa` vs `none`: 0 wins, 0 losses, p = 1: **not significant**" in report
-    assert "`self_moa` vs `none`: 6 wins, 1 losses, p = 0.125: **not significant**" in report
+    holm = "after Holm's correction for 2 comparisons"
+    assert f"`moa` vs `none`: 0 wins, 0 losses, p = 1, 1 {holm}: **not significant**" in report
+    assert f"`self_moa` vs `none`: 6 wins, 1 losses, p = 0.125, 0.25 {holm}: **not significant**" in report
     for needle in ("**p vs baseline**", "exact McNemar", "Wilson", "Vendi", "command: `selfmoa ab --tasks t.jsonl`",
                    "endpoint: http://127.0.0.1:1/v1", "model: `m`", "seed: 4", "date: 2026-01-01",
                    f"]({COST_PLOT})", f"]({QD_PLOT})"):

@@ -7,10 +7,12 @@ import math
 
 import pytest
 
+from selfmoa.ab.report import _significance
 from selfmoa.ab.stats import (
     bootstrap_interval,
     equation,
     fit_quality_diversity,
+    holm_adjusted,
     mcnemar_exact,
     percentile,
     wilson_interval,
@@ -103,3 +105,19 @@ def test_the_fit_refuses_too_few_or_degenerate_points() -> None:
 
 def test_the_fit_reads_with_its_signs() -> None:
     assert equation(0.8, -0.1, 0.2) == "score = 0.800 quality - 0.100 diversity + 0.200"
+
+
+def test_holm_worked_by_hand() -> None:
+    # sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> kept non-decreasing: 0.06
+    assert holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjusted([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm_adjusted([0.02]) == [0.02] and holm_adjusted([]) == []
+
+
+def test_the_report_judges_significance_after_holms_correction() -> None:
+    lines = [{"approach": "none", "p_vs_baseline": None, "wins": 0, "losses": 0},
+             {"approach": "a", "p_vs_baseline": 0.03, "p_holm": 0.06, "wins": 9, "losses": 1},
+             {"approach": "b", "p_vs_baseline": 0.01, "p_holm": 0.02, "wins": 11, "losses": 1}]
+    notes = _significance({"alpha": 0.05, "baseline": "none", "approaches": lines})
+    assert "p = 0.03, 0.06 after Holm's correction for 2 comparisons: **not significant**" in notes[0]
+    assert "p = 0.01, 0.02 after Holm's correction for 2 comparisons: significant" in notes[1]

@@ -19,15 +19,17 @@ from .stats import equation
 
 SIMULATOR_NOTE = ("**These numbers come from `selfmoa sim`, the offline simulator:** its models' accuracies are "
                   "set in a profile file. They demonstrate the tool, not the quality of any model.")
-CSV_FIELDS = ["approach", "n", "correct", "accuracy", "ci_low", "ci_high", "ci_method", "p_vs_baseline", "wins",
-              "losses", "latency_p50", "latency_p95", "prompt_tokens", "completion_tokens", "tokens_complete", "cost",
-              "cost_complete", "cost_lower_bound", "errors", "quality", "diversity", "judge_unparsed"]
+CSV_FIELDS = ["approach", "n", "correct", "accuracy", "ci_low", "ci_high", "ci_method", "p_vs_baseline", "p_holm",
+              "wins", "losses", "latency_p50", "latency_p95", "prompt_tokens", "completion_tokens", "tokens_complete",
+              "cost", "cost_complete", "cost_lower_bound", "errors", "quality", "diversity", "judge_unparsed"]
 
 COLUMNS = """\
 - **n**: tasks answered (rows); **acc [95% CI]**: mean score (errors count as wrong), with a Wilson 95% interval \
 (a seeded percentile bootstrap over tasks where scores are judge verdicts 1 / 0.5 / 0).
 - **p vs baseline**: exact McNemar test against the baseline: the two-sided binomial test of wins vs losses at 1/2 \
-(1 when there are none). **wins / losses**: tasks scored above / below the baseline.
+(1 when there are none); with several approaches, the verdicts below use Holm's adjustment of these p-values \
+(`p_holm` in summary.json), so that 0.05 bounds the chance of any false "better" among them. **wins / losses**: \
+tasks scored above / below the baseline.
 - **p50 / p95 s**: latency percentiles of the requests that succeeded, in seconds.
 - **prompt / completion tok per task**: the endpoint's reported usage per answered task; `n/a` where replies \
 did not report it (optillm's own approaches report completion tokens only).
@@ -111,13 +113,15 @@ def write_summary(folder: Path, summary: Mapping[str, Any]) -> None:
 
 def _significance(summary: Mapping[str, Any]) -> list[str]:
     alpha, baseline = summary["alpha"], summary["baseline"]
+    compared = [line for line in summary["approaches"]
+                if line["approach"] != baseline and line["p_vs_baseline"] is not None]
     notes = []
-    for line in summary["approaches"]:
-        if line["approach"] == baseline or line["p_vs_baseline"] is None:
-            continue
-        verdict = "significant" if line["p_vs_baseline"] < alpha else "**not significant**"
+    for line in compared:
+        p, adjusted = line["p_vs_baseline"], line.get("p_holm", line["p_vs_baseline"])
+        verdict = "significant" if adjusted < alpha else "**not significant**"
+        holm = f", {adjusted:.3g} after Holm's correction for {len(compared)} comparisons" if len(compared) > 1 else ""
         notes.append(f"- `{line['approach']}` vs `{baseline}`: {line['wins']} wins, {line['losses']} losses, "
-                     f"p = {line['p_vs_baseline']:.3g}: {verdict} at {alpha}.")
+                     f"p = {p:.3g}{holm}: {verdict} at {alpha}.")
     return notes
 
 

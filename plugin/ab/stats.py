@@ -5,6 +5,9 @@
 - Approach vs baseline: the exact McNemar test. Only the discordant tasks carry information (one
   right, the other wrong); under "no difference" each is a coin flip, so p is the two-sided binomial
   test of wins against losses at 1/2.
+- Several approaches against one baseline: Holm's step-down adjustment of those p-values, so "significant
+  at 0.05" holds for the family of comparisons, not each one alone (the more approaches, the likelier
+  one of them looks better by chance).
 - Judged win rates (scores 1 / 0.5 / 0, each already a comparison with the baseline on the same
   task): a percentile bootstrap over tasks, so each task's pair of answers stays together. Seeded.
 - Quality and diversity: the paper's least-squares fit score = alpha*quality + beta*diversity + c.
@@ -37,6 +40,17 @@ def mcnemar_exact(wins: int, losses: int) -> float:
     if wins + losses == 0:
         return 1.0
     return float(binomtest(wins, wins + losses, 0.5, alternative="two-sided").pvalue)
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the given order: the k-th smallest of m is multiplied by
+    m - k + 1, then made non-decreasing in that order and capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 def bootstrap_interval(scores: Sequence[float], seed: int, resamples: int = 9999) -> tuple[float, float]:

@@ -16,7 +16,15 @@ import numpy as np
 
 from .cost import Price, row_cost
 from .endpoint import OURS
-from .stats import Fit, bootstrap_interval, fit_quality_diversity, mcnemar_exact, percentile, wilson_interval
+from .stats import (
+    Fit,
+    bootstrap_interval,
+    fit_quality_diversity,
+    holm_adjusted,
+    mcnemar_exact,
+    percentile,
+    wilson_interval,
+)
 
 ALPHA = 0.05
 Row = Mapping[str, Any]
@@ -73,7 +81,7 @@ def approach_row(approach: str, rows: dict[str, Row], baseline: dict[str, Row] |
         "approach": approach, "n": len(rows), "correct": sum(scores),
         "accuracy": sum(scores) / len(rows) if rows else None,
         "ci_low": low, "ci_high": high, "ci_method": method,
-        "p_vs_baseline": mcnemar_exact(wins, losses) if baseline is not None else None,
+        "p_vs_baseline": mcnemar_exact(wins, losses) if baseline is not None else None, "p_holm": None,
         "wins": wins, "losses": losses,
         "latency_p50": percentile(latencies, 50), "latency_p95": percentile(latencies, 95),
         **tokens, "tokens_complete": None not in tokens.values(),
@@ -119,6 +127,9 @@ def summarise(done: Mapping[tuple[str, str], Row], scope: Scope, prices: Mapping
     baseline = by_approach[scope.baseline]
     lines = [approach_row(a, by_approach[a], None if a == scope.baseline else baseline, scope.model, prices, seed)
              for a in scope.approaches]
+    compared = [line for line in lines if line["p_vs_baseline"] is not None]
+    for line, adjusted in zip(compared, holm_adjusted([line["p_vs_baseline"] for line in compared])):
+        line["p_holm"] = adjusted
     rows = [row for mine in by_approach.values() for row in mine.values()]
     return {"baseline": scope.baseline, "model": scope.model, "tasks": len(scope.task_ids), "alpha": ALPHA,
             "approaches": lines, "quality_diversity_fit": quality_diversity_fit(rows)}
