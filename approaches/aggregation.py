@@ -17,8 +17,7 @@ from .backend import Accumulator, Completion
 from .calls import Caller
 from .errors import BackendError, ContextTooLong, SelfMoAError, StreamInterrupted
 from .events import AnswerDelta
-from .hedging import hedged_complete as raced_complete
-from .hedging import hedged_open
+from .hedging import hedged_complete, hedged_open
 from .prompts import SELECT_INSTRUCTIONS, SYNTHESIZE_INSTRUCTIONS, aggregation_messages, parse_selection
 from .types import Candidate, Choice, Message, Recipe
 
@@ -82,7 +81,7 @@ def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candi
     once more, then raised as an error."""
     mode = MODES[recipe.mode]
     prompt = aggregation_messages(messages, candidates, mode.instructions, recipe.placement)
-    call = functools.partial(hedged_stream if stream and mode.streams else hedged_complete, caller,
+    call = functools.partial(_streamed if stream and mode.streams else _whole, caller,
                              recipe.aggregator_endpoint, recipe.aggregator, prompt, aggregation_params(recipe))
     for _ in range(2):
         reply = yield from call()
@@ -91,21 +90,21 @@ def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candi
     raise BackendError(recipe.aggregator, "returned an empty aggregation twice")
 
 
-def hedged_complete(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
-                    params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
+def _whole(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
+           params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
     """One whole call, raced while it has not answered; an empty reply does not win the race.
     A call that fails outright (a 4xx) is not raced; its error stands."""
-    completion = raced_complete(caller, endpoint, model, prompt, params, kind="aggregation", usable=_has_output)
+    completion = hedged_complete(caller, endpoint, model, prompt, params, kind="aggregation", usable=_has_output)
     return completion.choices[0] if completion.choices else Choice(content="")
-    yield  # a generator like `hedged_stream`, with nothing to stream
+    yield  # a generator like `_streamed`, with nothing to stream
 
 
 def _has_output(completion: Completion) -> bool:
     return bool(completion.choices) and bool(completion.choices[0].content.strip() or completion.choices[0].tool_calls)
 
 
-def hedged_stream(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
-                  params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
+def _streamed(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
+              params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
     """One streamed call (raced until a first chunk arrives), relayed from
     its first piece of output on; returns the whole reply. Nothing is relayed of a reply that
     stays empty, so it can still be asked for again."""

@@ -151,9 +151,15 @@ def _chunks(model: str, response: Any) -> Iterator[Chunk]:
     except Exception as error:
         raise classify(model, error) from None
     finally:
-        close = getattr(response, "close", None)
-        if callable(close):
-            close()
+        close(response)
+
+
+def close(stream: Any) -> None:
+    """Close a stream of chunks (an SDK stream, a generator) if it can be closed: its connection
+    goes with it. Iterators that hold nothing open have no `close`."""
+    closer = getattr(stream, "close", None)
+    if callable(closer):
+        closer()
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from .backend import ADAPTABLE, Backend, Chunk, Completion
+from .backend import ADAPTABLE, Backend, Chunk, Completion, close
 from .errors import Abandoned, DeadlineExceeded, ParameterRefused, TransientError
 from .types import Hedging, Message, Usage
 
@@ -27,6 +27,7 @@ log = logging.getLogger("selfmoa")
 # How many recent answer times are kept per endpoint+model and shape of call, for the usual time.
 _REMEMBERED_TIMES = 32
 _FEWEST_TIMES = 3  # fewer than this: no usual time yet
+
 
 class Deadline:
     """An absolute point in time (monotonic clock) that every wait and call of a request respects."""
@@ -296,9 +297,7 @@ class Caller:
                 yield chunk
         finally:
             self._account(model, reported or Usage(completion_tokens=pieces))
-            close = getattr(chunks, "close", None)
-            if callable(close):
-                close()
+            close(chunks)
 
     def spent(self) -> tuple[Usage, dict[str, Usage]]:
         """Copies of the usage so far: in all, and per model."""

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from .backend import Chunk, Completion
+from .backend import Chunk, Completion, close
 from .calls import Caller, Deadline, Flight
 from .errors import Abandoned, BackendError, DeadlineExceeded, TransientError
 from .types import Message
@@ -53,11 +53,11 @@ def hedged_open(caller: Caller, endpoint: str, model: str, messages: Sequence[Me
         try:
             return next(chunks, None), chunks
         except BaseException:
-            _close(chunks)
+            close(chunks)
             raise
 
     first, chunks = race(caller, (endpoint, model, "stream"), attempt, deadline=caller.deadline,
-                         discard=lambda opened: _close(opened[1]))
+                         discard=lambda opened: close(opened[1]))
     return _resumed(first, chunks)
 
 
@@ -67,13 +67,7 @@ def _resumed(first: Chunk | None, chunks: Iterator[Chunk]) -> Generator[Chunk, N
             yield first
         yield from chunks
     finally:
-        _close(chunks)
-
-
-def _close(chunks: Iterator[Chunk]) -> None:
-    close = getattr(chunks, "close", None)
-    if callable(close):
-        close()
+        close(chunks)
 
 
 class _Attempt(Generic[T]):

@@ -11,7 +11,7 @@ to stream, the answer piece by piece as the aggregator writes it. `run_moa` drai
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -58,22 +58,27 @@ def run_moa(recipe: Recipe, messages: Sequence[Message], caller: Caller) -> Outc
 
 
 def moa_events(recipe: Recipe, messages: Sequence[Message], caller: Caller, *, stream: bool = False
-               ) -> Iterator[Event]:
+               ) -> Generator[Event, None, None]:
     """The run as events, ending with `Done`. With `stream`, `AnswerDelta`s carry the answer:
     live from the aggregator where it writes the answer itself, else in one piece at the end."""
     seen, streamed = Batch(), False
     run = _answer(caller, recipe, messages, stream)
-    while True:
-        try:
-            event = next(run)
-        except StopIteration as stop:
-            answered: Answered = stop.value
-            break
-        if isinstance(event, ProposalsArrived):
-            seen.extend(event.batch)
-        streamed = streamed or isinstance(event, AnswerDelta)
-        yield event
-    caller.finish()  # nothing more goes out: what `Done` counts is what the backends saw
+    try:
+        while True:
+            try:
+                event = next(run)
+            except StopIteration as stop:
+                answered: Answered = stop.value
+                break
+            if isinstance(event, ProposalsArrived):
+                seen.extend(event.batch)
+            streamed = streamed or isinstance(event, AnswerDelta)
+            yield event
+    finally:
+        # answered, failed or abandoned by whoever reads the events: nothing more goes out, so
+        # what `Done` counts is what the backends saw
+        run.close()
+        caller.finish()
     if stream and not streamed:
         yield from (AnswerDelta(delta) for delta in deltas_of(answered.choice))
     yield Done(_outcome(caller, answered, seen))

@@ -3,8 +3,9 @@
 One call with `n=k` where the backend honours `n`; where it refuses `n` or returns fewer choices,
 the rest is topped up with concurrent calls, and the backend's limit is remembered so the next
 request goes straight to the right shape. Every one of those calls is hedged (`hedging.py`): a
-hung `n` call would otherwise lose every sample at once. Failed, empty and truncated samples are
-dropped (and reported), never aggregated.
+hung `n` call would otherwise lose every sample at once. Failed and empty samples are dropped (and
+reported), never aggregated; a sample cut at its token limit stays a candidate, marked as cut off,
+since a plain call would have answered with it too.
 
 A `Harvest` is one proposal phase (a layer, or all of Seq's windows): it waits for the calls
 until the phase's share of the time is over, then stops waiting as soon as `enough` usable
@@ -202,14 +203,6 @@ def propose(
         harvest.spawn(group, functools.partial(sample_into, harvest, group, proposer, messages, params,
                                                include_reasoning))
     return harvest.wait(group)
-
-
-def sample(caller: Caller, proposer: Proposer, messages: Sequence[Message], params: Mapping[str, Any],
-           deadline: Deadline, include_reasoning: bool = False, *, enough: int | None = None,
-           grace: float | None = None) -> Batch:
-    """One proposer's samples (`propose` with a single proposer)."""
-    return propose(caller, [proposer], messages, params, deadline, include_reasoning=include_reasoning,
-                   enough=enough, grace=grace)
 
 
 def failed(model: str, error: SelfMoAError, count: int) -> Batch:

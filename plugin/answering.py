@@ -7,6 +7,7 @@ logs one line: approach, models, samples ok/failed, rounds, calls, tokens, wall 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Generator, Sequence
@@ -87,15 +88,16 @@ def prepare(slug: str, model: str, body: dict[str, Any], messages: Sequence[dict
 def events(job: Job, *, stream: bool = False) -> Generator[Event, None, None]:
     """The job's events; failures raised as `PublicError`s, the run logged when it ends."""
     started = time.monotonic()
-    try:
-        for event in moa_events(job.recipe, job.messages, job.caller, stream=stream):
-            if isinstance(event, Done):
-                log.info(summary(job.slug, job.recipe, event.outcome, time.monotonic() - started, job.caller.raced))
-            yield event
-    except SelfMoAError as error:
-        raise public(job.slug, job.recipe.aggregator, error, job.runtime) from None
-    finally:
-        job.caller.finish()  # failed or given up too: no retry of its calls goes out any more
+    # closed with this generator: a run given up by its reader stops its calls at once (`moa_events`)
+    with contextlib.closing(moa_events(job.recipe, job.messages, job.caller, stream=stream)) as run:
+        try:
+            for event in run:
+                if isinstance(event, Done):
+                    log.info(summary(job.slug, job.recipe, event.outcome, time.monotonic() - started,
+                                     job.caller.raced))
+                yield event
+        except SelfMoAError as error:
+            raise public(job.slug, job.recipe.aggregator, error, job.runtime) from None
 
 
 def outcome(job: Job) -> Outcome:

@@ -20,7 +20,7 @@ import openai
 from flask import Response, current_app, jsonify, request
 
 from selfmoa.approaches import AnswerDelta, Done, Event, OpenAIBackend, Outcome, SelfMoAError
-from selfmoa.approaches.backend import error_fields
+from selfmoa.approaches.backend import close, error_fields
 
 from .answering import Job, PublicError, events, outcome, prepare
 from .config import SLUGS, plan
@@ -71,7 +71,6 @@ def before_chat(host: Optillm) -> Any:
 
 def answer(host: Optillm, body: dict[str, Any], route: Route, scope: RequestScope) -> Any:
     """One of our approaches, answered natively (n > 1: n runs, concurrently)."""
-
     runtime = current_runtime()
     slug, messages = route.approaches[0], body.get("messages")
     backend = OpenAIBackend(host.upstream_client(_bearer(request.headers.get("Authorization"))))
@@ -153,9 +152,7 @@ def sse_events(stream: _Stream, items: Iterator[tuple[int, Event]], source: Iter
         status = error.status if isinstance(error, PublicError) else 502
         yield sse(error_body(status, str(error), code=error.code))
     finally:
-        close = getattr(source, "close", None)
-        if callable(close):
-            close()
+        close(source)
 
 
 def _finish_chunk(stream: _Stream, index: int, done: Outcome, started: bool, usage_slot: dict[str, Any]) -> str:

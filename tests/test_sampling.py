@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from selfmoa.approaches import BackendMemory, Deadline, Proposer, run_moa
-from selfmoa.approaches.sampling import propose, sample
+from selfmoa.approaches.sampling import propose
 from tests.conftest import make_caller, make_recipe
 from tests.fakes import Call, FakeBackend, default_script, status_error
 
@@ -28,11 +28,11 @@ def test_refused_n_falls_back_to_single_calls_and_is_remembered() -> None:
         return default_script(call)
 
     client, memory = FakeBackend(refuses_n), BackendMemory()
-    first = sample(make_caller(client, memory=memory), Proposer("m", 4), USER, {}, Deadline(5))
+    first = propose(make_caller(client, memory=memory), [Proposer("m", 4)], USER, {}, Deadline(5))
     assert len(first.samples) == 4
     assert [c.n for c in client.calls] == [4, 1, 1, 1, 1]
     client.calls.clear()
-    sample(make_caller(client, memory=memory), Proposer("m", 4), USER, {}, Deadline(5))
+    propose(make_caller(client, memory=memory), [Proposer("m", 4)], USER, {}, Deadline(5))
     assert [c.n for c in client.calls] == [1, 1, 1, 1]  # the refusal is not paid again
 
 
@@ -41,11 +41,11 @@ def test_short_n_is_topped_up_and_the_limit_remembered() -> None:
         return [f"s{i}" for i in range(min(call.n, 2))]
 
     client, memory = FakeBackend(caps_at_two), BackendMemory()
-    batch = sample(make_caller(client, memory=memory), Proposer("m", 5), USER, {}, Deadline(5))
+    batch = propose(make_caller(client, memory=memory), [Proposer("m", 5)], USER, {}, Deadline(5))
     assert len(batch.samples) == 5  # never padded with copies: every sample came from a call
     assert sorted(c.n for c in client.calls) == [1, 2, 5]
     client.calls.clear()
-    sample(make_caller(client, memory=memory), Proposer("m", 5), USER, {}, Deadline(5))
+    propose(make_caller(client, memory=memory), [Proposer("m", 5)], USER, {}, Deadline(5))
     assert sorted(c.n for c in client.calls) == [1, 2, 2]
 
 
@@ -111,7 +111,7 @@ def test_a_refusal_that_states_the_largest_n_is_used_for_the_batches() -> None:
         return default_script(call)
 
     client = FakeBackend(four_slots)
-    batch = sample(make_caller(client), Proposer("m", 6), USER, {}, Deadline(5))
+    batch = propose(make_caller(client), [Proposer("m", 6)], USER, {}, Deadline(5))
     assert len(batch.samples) == 6
     assert sorted(c.n for c in client.calls) == [2, 4, 6]
 
@@ -126,6 +126,7 @@ def test_grace_applies_to_the_single_calls_of_a_backend_without_n() -> None:
         return default_script(call)
 
     slow_sixth.count = 0  # type: ignore[attr-defined]
-    batch = sample(make_caller(FakeBackend(slow_sixth)), Proposer("m", 6), USER, {}, Deadline(20), enough=5, grace=0.2)
+    batch = propose(make_caller(FakeBackend(slow_sixth)), [Proposer("m", 6)], USER, {}, Deadline(20), enough=5,
+                    grace=0.2)
     assert len(batch.samples) == 5
     assert [f.reason for f in batch.failures] == ["abandoned: no answer in time"]

@@ -163,3 +163,11 @@ def test_a_stream_that_breaks_after_output_cannot_fall_back() -> None:
         for event in events:
             seen.append(event)
     assert "".join(e.delta.content or "" for e in seen if isinstance(e, AnswerDelta)) == "half an answer"
+
+
+def test_a_run_abandoned_by_its_reader_stops_its_calls() -> None:
+    caller = make_caller(FakeBackend())
+    events = moa_events(make_recipe(samples=2), USER, caller, stream=True)
+    next(events)  # the proposals arrived; the reader (a client that hung up) goes away
+    events.close()
+    assert caller.stop.is_set()  # no retry or hedged call of this run goes out any more
