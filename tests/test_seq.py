@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 
 import pytest
@@ -50,16 +51,15 @@ def test_sampling_of_later_windows_overlaps_aggregation_of_earlier_ones() -> Non
 
 
 def test_a_round_whose_samples_all_failed_is_skipped() -> None:
-    count = {"propose": 0}
+    failed = threading.Event()  # windows are sampled concurrently: fail whichever 3-sample window asks first
 
-    def second_window_fails(call: Call) -> list[str]:
-        if call.kind == "propose":
-            count["propose"] += 1
-            if call.n == 3 and count["propose"] == 2:
-                raise status_error(404, "gone")
+    def a_later_window_fails(call: Call) -> list[str]:
+        if call.kind == "propose" and call.n == 3 and not failed.is_set():
+            failed.set()
+            raise status_error(404, "gone")
         return default_script(call)
 
-    client = FakeBackend(second_window_fails)
+    client = FakeBackend(a_later_window_fails)
     outcome = run_moa(make_recipe(samples=12, sequential=True), USER, make_caller(client))
     assert len(outcome.failures) == 3 and len(outcome.proposals) == 9
     assert outcome.rounds == 2
