@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from selfmoa.ab.judge import Judgement, judge_prompt, parse_verdict
+from selfmoa.ab.stats import bootstrap_interval
+from selfmoa.ab.summary import approach_row
+from selfmoa.ab.tasks import load_tasks
 from tests.live import BIN, Proxy, SimLog
 
 
@@ -59,10 +62,20 @@ def test_judge_mode_end_to_end_on_the_simulator(proxy: Proxy, simlog: SimLog, tm
     assert all(r["score"] == 0.5 for r in rows if r["approach"] == "none")
     judged = [call["messages"][-1]["content"] for call in simlog.of_kind("judge")]
     assert len(judged) == 2 * 4
-    for row in ours:
-        mine = [p for p in judged if row["output"] in p]
+    questions = {task.id: task.prompt for task in load_tasks("open", 4)}
+    for row in ours:  # two tasks may get the same simulated answer: a prompt is this task's by its question
+        mine = [p for p in judged if row["output"] in p and f"<question>\n{questions[row['id']]}\n" in p]
         assert len(mine) == 2
         firsts = sorted(p.index(row["output"]) < p.index('<response id="B">') for p in mine)
         assert firsts == [False, True]  # once as A, once as B
     line = json.loads((out / "summary.json").read_text())["approaches"][1]
     assert line["ci_method"] == "bootstrap" and line["accuracy"] == sum(r["score"] for r in ours) / 4
+
+
+def test_a_judged_win_rate_gets_the_bootstrap_interval_even_when_every_verdict_is_decisive() -> None:
+    judged = {f"t{i}": {"id": f"t{i}", "score": s, "error": None, "latency_s": 0.1, "prompt_tokens": 1,
+                        "completion_tokens": 1, "judge": {"verdicts": ["A", "B"], "unparsed": 0}}
+              for i, s in enumerate([1.0, 1.0, 0.0, 1.0])}
+    line = approach_row("self_moa", judged, None, "m", None, seed=1)
+    assert line["ci_method"] == "bootstrap"  # a win rate, though its scores happen to be 0s and 1s
+    assert (line["ci_low"], line["ci_high"]) == bootstrap_interval([1.0, 1.0, 0.0, 1.0], 1)

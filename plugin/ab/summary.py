@@ -34,8 +34,10 @@ def _score(row: Row) -> float:
     return float(row["score"]) if row.get("score") is not None else 0.0
 
 
-def _interval(scores: list[float], seed: int) -> tuple[float, float, str]:
-    if all(s in (0.0, 1.0) for s in scores):
+def _interval(scores: list[float], seed: int, judged: bool) -> tuple[float, float, str]:
+    """Wilson for right/wrong scores; the bootstrap for judged win rates (1 / 0.5 / 0), chosen by the
+    scorer, not by the values a run happened to get (four judged wins are still a win rate)."""
+    if not judged and all(s in (0.0, 1.0) for s in scores):
         low, high = wilson_interval(int(sum(scores)), len(scores))
         return low, high, "wilson"
     low, high = bootstrap_interval(scores, seed)
@@ -73,7 +75,8 @@ def approach_row(approach: str, rows: dict[str, Row], baseline: dict[str, Row] |
     """The summary line of one approach; `rows` maps task id to that approach's row."""
     scores = [_score(row) for row in rows.values()]
     answered = [row for row in rows.values() if row.get("error") is None]
-    low, high, method = _interval(scores, seed) if scores else (None, None, None)
+    judged = any("judge" in row for row in rows.values())
+    low, high, method = _interval(scores, seed, judged) if scores else (None, None, None)
     wins, losses = _versus(rows, baseline) if baseline is not None else (0, 0)
     latencies = [float(row["latency_s"]) for row in answered]
     tokens = {key: _tokens(answered, key) for key in ("prompt_tokens", "completion_tokens")}
