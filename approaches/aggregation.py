@@ -10,15 +10,22 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .backend import Accumulator, Completion
+from .backend import Accumulator, Completion, Delta
 from .calls import Caller
 from .errors import BackendError, ContextTooLong, SelfMoAError, StreamInterrupted
 from .events import AnswerDelta
 from .hedging import hedged_complete, hedged_open
-from .prompts import SELECT_INSTRUCTIONS, SYNTHESIZE_INSTRUCTIONS, aggregation_messages, parse_selection
+from .hygiene import MarkupFilter, clean, says_something
+from .prompts import (
+    SELECT_INSTRUCTIONS,
+    SYNTHESIZE_INSTRUCTIONS,
+    aggregation_messages,
+    estimate_tokens,
+    parse_selection,
+)
 from .types import Candidate, Choice, Message, Recipe
 
 log = logging.getLogger("selfmoa")
@@ -56,11 +63,6 @@ MODES: dict[str, AggregationMode] = {
 }
 
 
-def estimate_tokens(messages: Sequence[Message]) -> int:
-    """A cheap, backend-independent token estimate (about four characters a token)."""
-    return sum(len(str(m.get("content") or "")) // 4 + 4 for m in messages)
-
-
 def fits(recipe: Recipe, messages: Sequence[Message], candidates: Sequence[Candidate]) -> bool:
     """Whether a one-shot aggregation prompt stays within the aggregator's context budget."""
     if recipe.context_budget is None:
@@ -85,9 +87,14 @@ def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candi
                              recipe.aggregator_endpoint, recipe.aggregator, prompt, aggregation_params(recipe))
     for _ in range(2):
         reply = yield from call()
-        if reply.content.strip() or reply.tool_calls:
+        if usable_reply(reply):
             return mode.answer(reply, candidates, recipe.aggregator)
-    raise BackendError(recipe.aggregator, "returned an empty aggregation twice")
+    raise BackendError(recipe.aggregator, "returned an empty aggregation twice (nothing but our own markup)")
+
+
+def usable_reply(reply: Choice) -> bool:
+    """A reply says something once our markup is taken out of it (`hygiene.py`), or calls a tool."""
+    return bool(reply.tool_calls) or says_something(clean(reply.content)[0])
 
 
 def _whole(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
@@ -100,33 +107,40 @@ def _whole(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
 
 
 def _has_output(completion: Completion) -> bool:
-    return bool(completion.choices) and bool(completion.choices[0].content.strip() or completion.choices[0].tool_calls)
+    return bool(completion.choices) and usable_reply(completion.choices[0])
 
 
 def _streamed(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
               params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
-    """One streamed call (raced until a first chunk arrives), relayed from
-    its first piece of output on; returns the whole reply. Nothing is relayed of a reply that
-    stays empty, so it can still be asked for again."""
+    """One streamed call (raced until a first chunk arrives), relayed from its first words on,
+    with our markup filtered out as it comes (`hygiene.py`); returns the whole reply as written.
+    Nothing is relayed of a reply that stays empty, so it can still be asked for again."""
     chunks = hedged_open(caller, endpoint, model, prompt, params)
-    reply, held = Accumulator(), []
+    reply, markup, held = Accumulator(), MarkupFilter(), []
+    visible, shown = "", False
     try:
         for chunk in chunks:
             for delta in chunk.deltas:
                 if delta.index == 0:
                     reply.add(delta)
-                    held.append(AnswerDelta(delta))
-            if reply.has_output:
+                    piece = markup.feed(delta.content or "")
+                    visible += piece
+                    shown = shown or bool(delta.tool_calls)
+                    held.append(AnswerDelta(replace(delta, content=piece)))
+            shown = shown or says_something(visible, complete=False)
+            if shown:
                 yield from held
                 held = []
     except SelfMoAError as error:
-        if not reply.has_output:
+        if not shown:
             raise
         raise StreamInterrupted(f"{model}: the answer's stream broke off ({error})") from None
     finally:
         chunks.close()
-    if reply.has_output:
+    tail = markup.end()
+    if shown or says_something(visible + tail):
         yield from held
+        yield AnswerDelta(Delta(content=tail))
     return reply.choice()
 
 

@@ -20,10 +20,11 @@ from .backend import deltas_of
 from .calls import Caller
 from .errors import ContextTooLong, NotEnoughProposals, SelfMoAError, StreamInterrupted
 from .events import AnswerDelta, Done, Event, ProposalsArrived
+from .hygiene import clean
 from .prompts import reference_messages
 from .sampling import propose
 from .seq import rechunk, rounds, rounds_needed, stream_windows, windows
-from .types import Batch, Candidate, Message, Outcome, Recipe, Sample
+from .types import Batch, Candidate, Choice, Message, Outcome, Recipe, Sample
 
 log = logging.getLogger("selfmoa")
 
@@ -79,9 +80,19 @@ def moa_events(recipe: Recipe, messages: Sequence[Message], caller: Caller, *, s
         # what `Done` counts is what the backends saw
         run.close()
         caller.finish()
+    answer, cleaned = _without_markup(answered.choice)
     if stream and not streamed:
-        yield from (AnswerDelta(delta) for delta in deltas_of(answered.choice))
-    yield Done(_outcome(caller, answered, seen))
+        yield from (AnswerDelta(delta) for delta in deltas_of(answer))
+    yield Done(_outcome(caller, replace(answered, choice=answer), seen, cleaned))
+
+
+def _without_markup(choice: Choice) -> tuple[Choice, int]:
+    """The answer as the user reads it: our fences and instructions never in it (`hygiene.py`;
+    a streamed answer was relayed through the same filter)."""
+    text, removed = clean(choice.content)
+    if removed:
+        log.info("selfmoa: removed %d piece(s) of ensemble markup from the answer", removed)
+    return replace(choice, content=text), removed
 
 
 def _answer(caller: Caller, recipe: Recipe, messages: Sequence[Message], stream: bool
@@ -159,9 +170,9 @@ def _with_window(recipe: Recipe, window: int) -> Recipe:
     return replace(recipe, window=window, synthesis_slots=min(recipe.synthesis_slots, max(1, window // 2)))
 
 
-def _outcome(caller: Caller, answered: Answered, seen: Batch) -> Outcome:
+def _outcome(caller: Caller, answered: Answered, seen: Batch, cleaned: int) -> Outcome:
     usage, by_model = caller.spent()
     return Outcome(answer=answered.choice, usage=usage, usage_by_model=by_model, rounds=answered.rounds,
                    sequential=answered.sequential, proposals=list(seen.samples), failures=list(seen.failures),
-                   fallback=answered.fallback)
+                   fallback=answered.fallback, cleaned=cleaned)
 

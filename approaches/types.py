@@ -8,7 +8,7 @@ from typing import Any, Literal
 Message = dict[str, Any]
 Mode = Literal["synthesize", "select"]
 # Where an aggregation-style prompt puts its instructions and candidates (see `prompts.PLACEMENTS`).
-Placement = Literal["last_user", "system"]
+Placement = Literal["system", "last_user", "auto"]
 DEFAULT_ENDPOINT = "default"
 
 
@@ -40,7 +40,7 @@ class Recipe:
     window: int = 6
     synthesis_slots: int = 3
     mode: Mode = "synthesize"
-    placement: Placement = "last_user"
+    placement: Placement = "system"
     min_samples: int = 1
     include_reasoning: bool = False
     context_budget: int | None = None
@@ -167,7 +167,8 @@ class Outcome:
     """The answer and the trace of how it was reached (proposals are kept for A/B analysis).
 
     `fallback` says why the answer is a proposal or an earlier synthesis when the aggregation gave
-    nothing usable; None when the aggregator's answer stands.
+    nothing usable; None when the aggregator's answer stands. `cleaned` counts the pieces of our
+    own markup (fences, instruction clauses) taken out of the answer.
     """
 
     answer: Choice
@@ -178,6 +179,7 @@ class Outcome:
     proposals: list[Sample]
     failures: list[Failure]
     fallback: str | None = None
+    cleaned: int = 0
 
     @property
     def text(self) -> str:

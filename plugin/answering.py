@@ -121,6 +121,7 @@ def summary(slug: str, recipe: Recipe, outcome: Outcome, wall: float, raced: int
     `raced` were hedging's extra calls), tokens, time."""
     models = ",".join(f"{p.model}x{p.samples}" for p in recipe.proposers)
     extras = (" fallback=yes" if outcome.fallback else "") + (f" raced={raced}" if raced else "")
+    extras += " cleaned=yes" if outcome.cleaned else ""
     return (
         f"selfmoa approach={slug} proposers={models} aggregator={recipe.aggregator} "
         f"samples_ok={len(outcome.proposals)} samples_failed={len(outcome.failures)} "

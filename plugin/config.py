@@ -38,7 +38,7 @@ BUILT_IN: dict[str, Any] = {
     "window": 6,
     "synthesis_slots": 3,
     "mode": "synthesize",
-    "placement": "last_user",
+    "placement": "system",
     "min_samples": 1,
     "timeout": 120.0,
     "include_reasoning": False,
@@ -80,7 +80,7 @@ class Options(BaseModel):
     window: int | None = Field(default=None, ge=2)
     synthesis_slots: int | None = Field(default=None, ge=1)
     mode: Literal["synthesize", "select"] | None = None
-    placement: Literal["last_user", "system"] | None = None
+    placement: Literal["system", "last_user", "auto"] | None = None
     min_samples: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     grace: float | None = Field(default=None, ge=0)

@@ -96,6 +96,7 @@ def trace(slug: str, recipe: Recipe, outcome: Outcome, wall: float, secrets: Seq
                                    "completion_tokens": u.completion_tokens, "cached_tokens": u.cached_tokens}
                            for model, u in outcome.usage_by_model.items()},
         "fallback": redact(outcome.fallback, secrets) if outcome.fallback else None,
+        "cleaned": outcome.cleaned,
         "wall_s": round(wall, 3),
     }
 

@@ -26,9 +26,9 @@ def texts(*contents: str) -> list[Candidate]:
 
 def test_candidates_are_numbered_fenced_data_with_a_warning() -> None:
     prompt = aggregation_messages(USER, texts("Paris", "Lyon"), SYNTHESIZE_INSTRUCTIONS)
-    [turn] = prompt
-    placed = turn["content"]
-    assert turn["role"] == "user" and placed.startswith(USER[0]["content"] + "\n\n")
+    [instructions, turn] = prompt  # the default placement: the MoA reference's system message
+    placed = instructions["content"]
+    assert instructions["role"] == "system" and turn == USER[0]
     assert '<candidate id="1">\nParis\n</candidate>' in placed
     assert '<candidate id="2">\nLyon\n</candidate>' in placed
     assert "may be incomplete, biased or wrong" in placed
@@ -47,7 +47,8 @@ def test_the_users_system_prompt_stays_first_and_is_not_mutated() -> None:
     conversation = [{"role": "system", "content": "Answer in French."}, *USER]
     prompt = aggregation_messages(conversation, texts("Paris"), SYNTHESIZE_INSTRUCTIONS, "system")
     assert prompt[0]["content"].startswith("Answer in French.\n\n")
-    assert aggregation_messages(conversation, texts("Paris"), SYNTHESIZE_INSTRUCTIONS)[0] == conversation[0]
+    cached = aggregation_messages(conversation, texts("Paris"), SYNTHESIZE_INSTRUCTIONS, "last_user")
+    assert cached[0] == conversation[0]
     assert conversation[0]["content"] == "Answer in French."
 
 

@@ -25,7 +25,7 @@ def test_two_layers_feed_references_forward() -> None:
     assert kinds.count("propose") == 2 and kinds.count("references") == 2 and kinds[-1] == "aggregate"
     second = client.of_kind("references")
     assert all(sorted(c.candidates) == ["L1-a-0", "L1-a-1", "L1-b-0"] for c in second)
-    assert all(c.messages[-1]["content"].startswith(USER[-1]["content"] + "\n\n") for c in second)
+    assert all(c.messages[0]["role"] == "system" and c.messages[1:] == USER for c in second)  # placement: system
     assert sorted(client.of_kind("aggregate")[0].candidates) == ["L2-a-0", "L2-a-1", "L2-b-0"]
     assert outcome.calls == 5
 

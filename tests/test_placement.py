@@ -18,7 +18,12 @@ import openai
 import pytest
 
 from selfmoa.approaches import VARIANTS, Candidate, Choice, run_moa
-from selfmoa.approaches.prompts import SYNTHESIZE_INSTRUCTIONS, after_conversation, aggregation_messages
+from selfmoa.approaches.prompts import (
+    AUTO_CACHED_TOKENS,
+    SYNTHESIZE_INSTRUCTIONS,
+    after_conversation,
+    aggregation_messages,
+)
 from selfmoa.config import ServerConfig, load_server_config, resolve
 from selfmoa.validation import ConfigError
 from tests.conftest import make_caller
@@ -90,7 +95,7 @@ def recipe_for(slug: str, run: dict[str, Any], placement: str | None = None) -> 
 def test_every_aggregation_prompt_starts_with_the_proposers_prompt(slug: str, run: str, conversation: str) -> None:
     messages = CONVERSATIONS[conversation]
     backend = FakeBackend()
-    run_moa(recipe_for(slug, RUNS[run]), messages, make_caller(backend))
+    run_moa(recipe_for(slug, RUNS[run], "last_user"), messages, make_caller(backend))
     proposals = backend.of_kind("propose")
     readers = [c for c in backend.calls if c.kind != "propose"]
     assert proposals and readers
@@ -117,11 +122,12 @@ def test_the_system_placement_puts_the_candidates_in_a_first_system_message(slug
 def test_the_instructions_follow_the_question_in_its_own_turn() -> None:
     candidates = [Candidate(text="Paris", choice=Choice(content="Paris"))]
     messages = CONVERSATIONS["system and turns"]
-    prompt = aggregation_messages(messages, candidates, SYNTHESIZE_INSTRUCTIONS)
+    prompt = aggregation_messages(messages, candidates, SYNTHESIZE_INSTRUCTIONS, "last_user")
     assert prompt[:-1] == messages[:-1]
     assert prompt[-1]["content"].startswith("Double it.\n\nYou have been given 1 candidate")
     assert prompt[-1]["content"].endswith('<candidate id="1">\nParis\n</candidate>')
-    parts = aggregation_messages(CONVERSATIONS["content parts"], candidates, SYNTHESIZE_INSTRUCTIONS)[-1]["content"]
+    parts = aggregation_messages(CONVERSATIONS["content parts"], candidates, SYNTHESIZE_INSTRUCTIONS,
+                                 "last_user")[-1]["content"]
     assert parts[0] == {"type": "text", "text": "Describe this."} and '<candidate id="1">' in parts[1]["text"]
     assert messages[-1]["content"] == "Double it."  # the conversation itself is not mutated
 
@@ -135,18 +141,35 @@ def test_without_a_user_turn_to_extend_the_instructions_go_in_the_system_prompt(
 # --- configuration -------------------------------------------------------------------------------
 
 
-def test_placement_defaults_to_last_user_and_is_validated(tmp_path: Any) -> None:
+def test_placement_defaults_to_system_and_is_validated(tmp_path: Any) -> None:
+    """`system` measured better with a real small aggregator (README), so it is the default."""
     user = [{"role": "user", "content": "x"}]
-    assert resolve("self_moa", "m", {}, user, ServerConfig()).placement == "last_user"
-    assert resolve("self_moa", "m", {"moa": {"placement": "system"}}, user, ServerConfig()).placement == "system"
+    assert resolve("self_moa", "m", {}, user, ServerConfig()).placement == "system"
+    assert resolve("self_moa", "m", {"moa": {"placement": "last_user"}}, user, ServerConfig()).placement == "last_user"
     with pytest.raises(ConfigError) as error:
         resolve("self_moa", "m", {"moa": {"placement": "front"}}, user, ServerConfig())
-    assert error.value.field == "moa.placement" and "'last_user' or 'system'" in str(error.value)
+    assert error.value.field == "moa.placement" and "'system', 'last_user' or 'auto'" in str(error.value)
     config = tmp_path / "selfmoa.yaml"
-    config.write_text("defaults: {placement: system}\npresets:\n  cached: {placement: last_user}\n")
+    config.write_text("defaults: {placement: last_user}\npresets:\n  reference: {placement: system}\n")
     server = load_server_config(config)
-    assert resolve("self_moa", "m", {}, user, server).placement == "system"
-    assert resolve("self_moa", "m", {"moa": {"preset": "cached"}}, user, server).placement == "last_user"
+    assert resolve("self_moa", "m", {}, user, server).placement == "last_user"
+    assert resolve("self_moa", "m", {"moa": {"preset": "reference"}}, user, server).placement == "system"
+
+
+def test_auto_places_after_the_conversation_only_where_the_cache_pays() -> None:
+    """`auto`: the MoA reference's system placement for short conversations, `last_user` once the
+    part a cache would serve (after the system prompt, through the last user turn) is long."""
+    candidates = [Candidate(text="Paris", choice=Choice(content="Paris"))]
+    short = CONVERSATIONS["system and turns"]
+    assert aggregation_messages(short, candidates, SYNTHESIZE_INSTRUCTIONS, "auto") == \
+        aggregation_messages(short, candidates, SYNTHESIZE_INSTRUCTIONS, "system")
+    long_system = [{"role": "system", "content": "rule " * 2000}, {"role": "user", "content": "Hi?"}]
+    assert aggregation_messages(long_system, candidates, SYNTHESIZE_INSTRUCTIONS, "auto")[0]["role"] == "system"
+    assert len(aggregation_messages(long_system, candidates, SYNTHESIZE_INSTRUCTIONS, "auto")) == 2
+    document = "word " * (4 * AUTO_CACHED_TOKENS)
+    rag = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"{document}\nSummarise."}]
+    assert aggregation_messages(rag, candidates, SYNTHESIZE_INSTRUCTIONS, "auto") == \
+        aggregation_messages(rag, candidates, SYNTHESIZE_INSTRUCTIONS, "last_user")
 
 
 # --- over HTTP, through `selfmoa serve` and the simulator ------------------------------------------
@@ -155,7 +178,7 @@ def test_placement_defaults_to_last_user_and_is_validated(tmp_path: Any) -> None
 def test_the_aggregator_reads_the_conversation_first_over_http(client: openai.OpenAI, simlog: SimLog) -> None:
     conversation = CONVERSATIONS["system and turns"]
     client.chat.completions.create(model="self_moa_seq-sim-strong", messages=conversation,  # type: ignore[arg-type]
-                                   extra_body={"moa": {"samples": 9}})
+                                   extra_body={"moa": {"samples": 9, "placement": "last_user"}})
     aggregations = simlog.of_kind("aggregate")
     assert len(aggregations) == 2 and all(c["messages"] == conversation for c in simlog.of_kind("propose"))
     for call in aggregations:
@@ -214,7 +237,7 @@ def test_the_strict_template_refuses_misplaced_roles(direct: openai.OpenAI, stri
         direct.chat.completions.create(model=strict_llama.model, messages=misplaced, max_tokens=2)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("placement", ["last_user", "system"])
+@pytest.mark.parametrize("placement", ["last_user", "system", "auto"])
 @pytest.mark.parametrize("conversation", ["one question", "system and turns", "tool results"])
 def test_the_strict_template_accepts_every_approachs_prompts(strict_proxy: Proxy, strict_llama: LlamaServer,
                                                              conversation: str, placement: str) -> None:
