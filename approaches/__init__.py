@@ -1,13 +1,14 @@
 """The algorithms of "Rethinking Mixture-of-Agents" (Li et al., 2025) over a model-server `Backend`.
 
 Free of optillm and Flask: a `Recipe` says what to run, a `Caller` makes the calls through the
-backends it is given, and `moa_events` reports the run as events (`run_moa` returns its `Outcome`).
+backends it is given, and `run` answers as a coroutine that reports events (`moa_events` is the
+same run as an async iterator; `run_moa` the synchronous entry).
 """
 
-from .backend import Backend, Chunk, Completion, Delta, OpenAIBackend
-from .calls import BackendMemory, Caller, Deadline, RetryPolicy, Stop
+from .backend import Backend, Chunk, Completion, Delta
+from .calls import BackendMemory, Caller, Deadline, RetryPolicy
+from .clients import ClientBackend, LiteLLMBackend, ThreadedBackend, backend_for
 from .errors import (
-    Abandoned,
     BackendError,
     ContextTooLong,
     DeadlineExceeded,
@@ -17,11 +18,12 @@ from .errors import (
     StreamInterrupted,
     TransientError,
 )
-from .events import AnswerDelta, Done, Event, ProposalsArrived, RoundDone
-from .moa import max_calls, moa_events, run_moa
+from .events import AnswerDelta, Done, Emit, Event, ProposalsArrived, RoundDone
+from .moa import max_calls, moa_events, run, run_moa
 from .seq import rounds_needed
 from .types import (
     DEFAULT_ENDPOINT,
+    DEFAULT_SAMPLES,
     Candidate,
     Choice,
     Failure,
@@ -33,11 +35,12 @@ from .types import (
     Usage,
 )
 from .variants import VARIANTS, Variant
+from .wire import WireBackend, new_session
 
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "DEFAULT_SAMPLES",
     "VARIANTS",
-    "Abandoned",
     "AnswerDelta",
     "Backend",
     "BackendError",
@@ -46,17 +49,19 @@ __all__ = [
     "Candidate",
     "Choice",
     "Chunk",
+    "ClientBackend",
     "Completion",
     "ContextTooLong",
     "Deadline",
     "DeadlineExceeded",
     "Delta",
     "Done",
+    "Emit",
     "Event",
     "Failure",
     "Hedging",
+    "LiteLLMBackend",
     "NotEnoughProposals",
-    "OpenAIBackend",
     "Outcome",
     "ParameterRefused",
     "Proposer",
@@ -66,13 +71,17 @@ __all__ = [
     "RoundDone",
     "Sample",
     "SelfMoAError",
-    "Stop",
     "StreamInterrupted",
+    "ThreadedBackend",
     "TransientError",
     "Usage",
     "Variant",
+    "WireBackend",
+    "backend_for",
     "max_calls",
     "moa_events",
+    "new_session",
     "rounds_needed",
+    "run",
     "run_moa",
 ]

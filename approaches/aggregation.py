@@ -7,17 +7,16 @@ An aggregation that has not answered when it should have is raced by an identica
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .backend import Accumulator, Completion, Delta
 from .calls import Caller
-from .errors import BackendError, ContextTooLong, SelfMoAError, StreamInterrupted
-from .events import AnswerDelta
-from .hedging import hedged_complete, hedged_open
+from .errors import BackendError, ContextTooLong, SelfMoAError, StreamInterrupted, TransientError
+from .events import AnswerDelta, Emit
+from .hedging import hedged_complete, hedged_stream
 from .hygiene import MarkupFilter, clean, says_something
 from .prompts import (
     SELECT_INSTRUCTIONS,
@@ -52,14 +51,17 @@ class AggregationMode:
     """How an aggregation is asked for, and how the aggregator's reply becomes the answer."""
 
     instructions: str
-    drops: tuple[str, ...]
+    drops: tuple[str, ...]  # request fields the aggregation call does not get
     answer: Callable[[Choice, Sequence[Candidate], str], Choice]
     streams: bool  # the reply is the answer itself, so it can be relayed as it is generated
+    to_proposers: tuple[str, ...] = ()  # answer-shaping fields the proposers get instead
 
 
 MODES: dict[str, AggregationMode] = {
     "synthesize": AggregationMode(SYNTHESIZE_INSTRUCTIONS, (), _synthesized, streams=True),
-    "select": AggregationMode(SELECT_INSTRUCTIONS, _ANSWER_SHAPING, _selected, streams=False),
+    # the answer is a proposal as written: it must already have the format the request asks for
+    "select": AggregationMode(SELECT_INSTRUCTIONS, _ANSWER_SHAPING, _selected, streams=False,
+                              to_proposers=("response_format",)),
 }
 
 
@@ -76,20 +78,30 @@ def aggregation_params(recipe: Recipe) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in MODES[recipe.mode].drops}
 
 
-def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candidates: Sequence[Candidate],
-              *, stream: bool = False) -> Generator[AnswerDelta, None, Choice]:
-    """One aggregation over `candidates`; returns the answer. With `stream`, a mode whose reply is
-    the answer yields it piece by piece as the aggregator writes it. An empty reply is asked for
-    once more, then raised as an error."""
+async def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candidates: Sequence[Candidate],
+                    *, emit: Emit | None = None) -> Choice:
+    """One aggregation over `candidates`; returns the answer. With `emit`, a mode whose reply is the
+    answer hands it over piece by piece as the aggregator writes it. A reply that is empty (or only
+    our own markup), or a stream that broke before its first words, is asked for once more."""
     mode = MODES[recipe.mode]
     prompt = aggregation_messages(messages, candidates, mode.instructions, recipe.placement)
-    call = functools.partial(_streamed if stream and mode.streams else _whole, caller,
-                             recipe.aggregator_endpoint, recipe.aggregator, prompt, aggregation_params(recipe))
-    for _ in range(2):
-        reply = yield from call()
+    params = aggregation_params(recipe)
+    endpoint, model = recipe.aggregator_endpoint, recipe.aggregator
+    streaming = emit is not None and mode.streams
+    for attempt in range(2):
+        try:
+            if streaming:
+                reply = await _streamed(caller, endpoint, model, prompt, params, emit)  # type: ignore[arg-type]
+            else:
+                reply = await _whole(caller, endpoint, model, prompt, params)
+        except TransientError as broken:  # a stream cut short before anything was relayed
+            if not streaming or attempt == 1:
+                raise
+            log.info("selfmoa: %s; asking once more", broken)
+            continue
         if usable_reply(reply):
-            return mode.answer(reply, candidates, recipe.aggregator)
-    raise BackendError(recipe.aggregator, "returned an empty aggregation twice (nothing but our own markup)")
+            return mode.answer(reply, candidates, model)
+    raise BackendError(model, "returned an empty aggregation twice (nothing but our own markup)")
 
 
 def usable_reply(reply: Choice) -> bool:
@@ -97,51 +109,71 @@ def usable_reply(reply: Choice) -> bool:
     return bool(reply.tool_calls) or says_something(clean(reply.content)[0])
 
 
-def _whole(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
-           params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
+async def _whole(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
+                 params: Mapping[str, Any]) -> Choice:
     """One whole call, raced while it has not answered; an empty reply does not win the race.
     A call that fails outright (a 4xx) is not raced; its error stands."""
-    completion = hedged_complete(caller, endpoint, model, prompt, params, kind="aggregation", usable=_has_output)
+    completion = await hedged_complete(caller, endpoint, model, prompt, params, kind="aggregation",
+                                       usable=_has_output)
     return completion.choices[0] if completion.choices else Choice(content="")
-    yield  # a generator like `_streamed`, with nothing to stream
 
 
 def _has_output(completion: Completion) -> bool:
     return bool(completion.choices) and usable_reply(completion.choices[0])
 
 
-def _streamed(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
-              params: Mapping[str, Any]) -> Generator[AnswerDelta, None, Choice]:
+async def _streamed(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
+                    params: Mapping[str, Any], emit: Emit) -> Choice:
     """One streamed call (raced until a first chunk arrives), relayed from its first words on,
     with our markup filtered out as it comes (`hygiene.py`); returns the whole reply as written.
-    Nothing is relayed of a reply that stays empty, so it can still be asked for again."""
-    chunks = hedged_open(caller, endpoint, model, prompt, params)
-    reply, markup, held = Accumulator(), MarkupFilter(), []
-    visible, shown = "", False
-    try:
-        for chunk in chunks:
-            for delta in chunk.deltas:
-                if delta.index == 0:
-                    reply.add(delta)
-                    piece = markup.feed(delta.content or "")
-                    visible += piece
-                    shown = shown or bool(delta.tool_calls)
-                    held.append(AnswerDelta(replace(delta, content=piece)))
-            shown = shown or says_something(visible, complete=False)
-            if shown:
-                yield from held
-                held = []
-    except SelfMoAError as error:
-        if not shown:
-            raise
-        raise StreamInterrupted(f"{model}: the answer's stream broke off ({error})") from None
-    finally:
-        chunks.close()
-    tail = markup.end()
-    if shown or says_something(visible + tail):
-        yield from held
-        yield AnswerDelta(Delta(content=tail))
+    Nothing is relayed of a reply that says nothing yet, so it can still be asked for again."""
+    relay = _Relay(emit)
+    reply = Accumulator()
+    async with hedged_stream(caller, endpoint, model, prompt, params) as chunks:
+        try:
+            async for chunk in chunks:
+                for delta in chunk.deltas:
+                    if delta.index == 0:
+                        reply.add(delta)
+                        relay.add(delta)
+        except SelfMoAError as error:
+            if not relay.shown:
+                raise
+            relay.end()
+            raise StreamInterrupted(f"{model}: the answer's stream broke off ({error})") from None
+    relay.end()
     return reply.choice()
+
+
+class _Relay:
+    """Deltas on their way to the client: our markup filtered out, and held back while what is
+    left says nothing yet (an echo of our instructions must not reach the client before it is
+    known to be one)."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit, self.markup = emit, MarkupFilter()
+        self.held: list[Delta] = []
+        self.visible, self.shown = "", False
+
+    def add(self, delta: Delta) -> None:
+        piece = self.markup.feed(delta.content or "")
+        self.visible += piece if not self.shown else ""
+        self.held.append(replace(delta, content=piece))
+        self.shown = self.shown or bool(delta.tool_calls) or says_something(self.visible, complete=False)
+        if self.shown:
+            self._flush()
+
+    def end(self) -> None:
+        """The stream is over (or broken): what the filter held back goes out, if anything does."""
+        tail = self.markup.end()
+        self.held.append(Delta(content=tail))
+        if self.shown or says_something(self.visible + tail):
+            self._flush()
+
+    def _flush(self) -> None:
+        for delta in self.held:
+            self.emit(AnswerDelta(delta))
+        self.held = []
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,26 @@
 """One chat call, made robustly: bounded by the request's deadline, retried when the failure is
-transient, adapted (once, then remembered) when a backend refuses a parameter, and stopped when
-its result is no longer wanted.
+transient, and adapted (once, then remembered) when a backend refuses a parameter.
 
-Every call of a request goes through one `Caller`, which also counts calls and tokens, per model,
-and holds the request's `Stop`: once the request is answered (or fails, or is given up), no
-call of it goes out any more, so the calls it counts are the calls the backends saw.
+Every call of a run goes through one `Caller`, which also counts calls and tokens, per model. A
+call is a coroutine of its run: when the run ends (answered, failed, or its client gone), its
+calls are cancelled with it, so the calls it counts are the calls the backends saw.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from .backend import ADAPTABLE, Backend, Chunk, Completion, close
-from .errors import Abandoned, DeadlineExceeded, ParameterRefused, TransientError
+from .backend import ADAPTABLE, Backend, Chunk, Chunks, Completion
+from .errors import DeadlineExceeded, ParameterRefused, TransientError
 from .types import Hedging, Message, Usage
 
 log = logging.getLogger("selfmoa")
@@ -46,78 +47,13 @@ class Deadline:
         return Deadline(self.remaining() * fraction)
 
 
-class Stop:
-    """Set when a result is no longer wanted: a call's race was won by another call, or its
-    request was answered, failed or given up. Setting a stop sets every stop made from it
-    (`child`), so stopping a request stops each of its calls; `wait` is a pause a stop cuts short.
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._children: list[Stop] = []
-        self._listeners: list[Callable[[], None]] = []
-
-    def child(self) -> Stop:
-        child = Stop()
-        with self._lock:
-            if not self._event.is_set():
-                self._children.append(child)
-                return child
-        child.set()
-        return child
-
-    def set(self) -> None:
-        with self._lock:
-            if self._event.is_set():
-                return
-            self._event.set()
-            children, self._children = self._children, []
-            listeners, self._listeners = self._listeners, []
-        for child in children:
-            child.set()
-        for listener in listeners:
-            listener()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        """Pause up to `seconds`; True if the stop was set meanwhile."""
-        return self._event.wait(seconds)
-
-    def on_set(self, listener: Callable[[], None]) -> None:
-        """Call `listener` when the stop is set (at once if it already is)."""
-        with self._lock:
-            if not self._event.is_set():
-                self._listeners.append(listener)
-                return
-        listener()
-
-    def forget(self, listener: Callable[[], None]) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-
 class Flight:
     """One attempt at a call as its race sees it: on the wire since `sent_at`, or pausing between
     tries (`sent_at` None, e.g. waiting out a Retry-After: not hung, so not raced)."""
 
-    def __init__(self, stop: Stop, changed: Callable[[], None] | None = None) -> None:
-        self.stop = stop
+    def __init__(self, raced: bool = False) -> None:
         self.sent_at: float | None = None
-        self._changed = changed
-
-    def sending(self) -> None:
-        self.sent_at = time.monotonic()
-        if self._changed is not None:
-            self._changed()
-
-    def pausing(self) -> None:
-        self.sent_at = None
-        if self._changed is not None:
-            self._changed()
+        self.raced = raced
 
 
 @dataclass(frozen=True)
@@ -146,10 +82,12 @@ class RetryPolicy:
 
 class BackendMemory:
     """What each endpoint+model has shown, kept for the life of the process: what it cannot do,
-    and how long it usually takes to answer.
+    how long it usually takes to answer, and how many calls (raced ones among them) are in flight.
 
-    Shared by all requests (thread-safe), so a refusal of `n` or `max_tokens` is paid once,
-    not on every request, and a hung call is told from a slow one by the model's own pace.
+    Shared by all requests (thread-safe too: stock optillm runs each request in a thread of its
+    own), so a refusal of `n` or `max_tokens` is paid once, not on every request, and a hung call
+    is told from a slow one by the model's own pace. A cache only: nothing depends on it for
+    correctness, and each process (each `--workers` worker) has its own.
     """
 
     def __init__(self) -> None:
@@ -157,6 +95,8 @@ class BackendMemory:
         self._max_n: dict[tuple[str, str], int] = {}
         self._refused: dict[tuple[str, str], frozenset[str]] = {}
         self._times: dict[tuple[str, str, str], deque[float]] = {}
+        self.in_flight = 0
+        self.raced_in_flight = 0
 
     def answered(self, key: tuple[str, str, str], seconds: float) -> None:
         """One answer of (endpoint, model, shape of call) took `seconds` on the wire."""
@@ -185,6 +125,17 @@ class BackendMemory:
             key = (endpoint, model)
             self._refused[key] = self._refused.get(key, frozenset()) | {param}
 
+    def may_race(self, share: float) -> bool:
+        """Whether one more raced call keeps raced calls within `share` of the calls in flight
+        (one is always allowed), as gRPC throttles its retries."""
+        return self.raced_in_flight + 1 <= max(1.0, share * self.in_flight)
+
+    def flying(self, flight: Flight, change: int) -> None:
+        with self._lock:
+            self.in_flight += change
+            if flight.raced:
+                self.raced_in_flight += change
+
 
 T = TypeVar("T")
 
@@ -199,66 +150,71 @@ def adapt(params: Mapping[str, Any], refused: frozenset[str]) -> dict[str, Any]:
 
 @dataclass
 class Caller:
-    """Makes the calls of one request against named backends, within the request's deadline."""
+    """Makes the calls of one run against named backends, within the run's deadline."""
 
     backends: Mapping[str, Backend]
     memory: BackendMemory
     deadline: Deadline
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     hedging: Hedging = field(default_factory=Hedging)
-    stop: Stop = field(default_factory=Stop)
     usage: Usage = field(default_factory=Usage)
     usage_by_model: dict[str, Usage] = field(default_factory=dict)
     raced: int = 0  # extra calls made by hedging (each one paid for)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def complete(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                 n: int = 1, deadline: Deadline | None = None, flight: Flight | None = None) -> Completion:
+    async def complete(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
+                       n: int = 1, deadline: Deadline | None = None, flight: Flight | None = None) -> Completion:
         """One call that returns up to `n` choices, or raises a `SelfMoAError` saying why not."""
         wanted = {**params, "n": n} if n > 1 else dict(params)
 
-        def send(body: dict[str, Any], timeout: float) -> Completion:
-            completion = self.backends[endpoint].complete(model, messages, body, timeout=timeout)
+        async def send(body: dict[str, Any], timeout: float) -> Completion:
+            completion = await self.backends[endpoint].complete(model, messages, body, timeout=timeout)
             self._account(model, completion.usage)
             return completion
 
-        return self._attempts(endpoint, model, wanted, deadline or self.deadline, send, flight)
+        return await self._attempts(endpoint, model, wanted, deadline or self.deadline, send, flight or Flight())
 
-    def stream(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-               deadline: Deadline | None = None, flight: Flight | None = None) -> Iterator[Chunk]:
+    @asynccontextmanager
+    async def stream(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
+                     deadline: Deadline | None = None, flight: Flight | None = None) -> AsyncIterator[Chunks]:
         """One streamed call; opening it is retried like any call, the chunks are not."""
         wanted = {**params, "stream_options": {"include_usage": True}}
+        async with AsyncExitStack() as opened:
 
-        def send(body: dict[str, Any], timeout: float) -> Iterator[Chunk]:
-            return self._counted(model, self.backends[endpoint].stream(model, messages, body, timeout=timeout))
+            async def send(body: dict[str, Any], timeout: float) -> Chunks:
+                backend = self.backends[endpoint]
+                return await opened.enter_async_context(backend.stream(model, messages, body, timeout=timeout))
 
-        return self._attempts(endpoint, model, wanted, deadline or self.deadline, send, flight)
+            chunks = await self._attempts(endpoint, model, wanted, deadline or self.deadline, send,
+                                          flight or Flight())
+            counted = self._counted(model, chunks)
+            try:
+                yield counted
+            finally:
+                await counted.aclose()
 
     def take_race(self) -> bool:
-        """Whether one more raced call fits this request's hedging budget (it is then counted)."""
-        with self._lock:
-            if not self.hedging.enabled or self.raced >= self.hedging.max_extra or self.stop.is_set():
-                return False
-            self.raced += 1
-            return True
+        """Whether one more raced call fits this run's hedging budget and the process's share of
+        raced calls (it is then counted)."""
+        if not self.hedging.enabled or self.raced >= self.hedging.max_extra:
+            return False
+        if not self.memory.may_race(self.hedging.max_share):
+            return False
+        self.raced += 1
+        return True
 
-    def finish(self) -> None:
-        """The request is answered (or given up): nothing of it goes out any more."""
-        self.stop.set()
-
-    def _attempts(self, endpoint: str, model: str, params: dict[str, Any], deadline: Deadline,
-                  send: Callable[[dict[str, Any], float], T], flight: Flight | None) -> T:
-        flight = flight or Flight(self.stop)
+    async def _attempts(self, endpoint: str, model: str, params: dict[str, Any], deadline: Deadline,
+                        send: Callable[[dict[str, Any], float], Awaitable[T]], flight: Flight) -> T:
         adapted: set[str] = set()
         attempt = 0
         while True:
             remaining = deadline.remaining()
             if remaining <= 0:
                 raise DeadlineExceeded(f"{model}: deadline reached before the call could be made")
-            self._count(model, flight.stop)
-            flight.sending()
+            self._count(model)
+            flight.sent_at = time.monotonic()
+            self.memory.flying(flight, +1)
             try:
-                return send(adapt(params, self.memory.refused(endpoint, model)), remaining)
+                return await send(adapt(params, self.memory.refused(endpoint, model)), remaining)
             except ParameterRefused as refusal:
                 # `n` is the sampler's to adapt (it knows how many samples it still needs)
                 if refusal.param == "n" or refusal.param in adapted or refusal.param not in ADAPTABLE:
@@ -273,41 +229,37 @@ class Caller:
                 pause = self.retry.delay(attempt, transient.retry_after, deadline.remaining())
                 if pause is None:
                     raise
-                flight.pausing()
-                if flight.stop.wait(pause):
-                    raise Abandoned(f"{model}: no longer needed; not retried") from None
+                flight.sent_at = None  # pausing between tries: not hung
+                self.memory.flying(flight, -1)
+                await asyncio.sleep(pause)
+                continue
+            finally:
+                if flight.sent_at is not None:
+                    self.memory.flying(flight, -1)
+            flight.sent_at = None
 
-    def _count(self, model: str, stop: Stop) -> None:
-        """Count a call about to go out, unless its result is no longer wanted (checked under the
-        same lock `spent` reads under, so a finished request's count is what went out)."""
-        with self._lock:
-            if stop.is_set():
-                raise Abandoned(f"{model}: no longer needed; not sent")
-            self.usage.calls += 1
-            self.usage_by_model.setdefault(model, Usage()).calls += 1
+    def _count(self, model: str) -> None:
+        self.usage.calls += 1
+        self.usage_by_model.setdefault(model, Usage()).calls += 1
 
-    def _counted(self, model: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    async def _counted(self, model: str, chunks: Chunks) -> AsyncGenerator[Chunk, None]:
         """The chunks, with the call's usage accounted at the end (estimated from the chunks when the
         backend reports none: one token per content chunk, as servers send them)."""
         reported, pieces = None, 0
         try:
-            for chunk in chunks:
+            async for chunk in chunks:
                 reported = chunk.usage or reported
                 pieces += sum(1 for d in chunk.deltas if d.content or d.tool_calls)
                 yield chunk
         finally:
             self._account(model, reported or Usage(completion_tokens=pieces))
-            close(chunks)
 
     def spent(self) -> tuple[Usage, dict[str, Usage]]:
         """Copies of the usage so far: in all, and per model."""
-        with self._lock:
-            return replace(self.usage), {model: replace(u) for model, u in self.usage_by_model.items()}
+        return replace(self.usage), {model: replace(u) for model, u in self.usage_by_model.items()}
 
     def _account(self, model: str, usage: Usage) -> None:
         """Tokens of one call (its `calls` were counted when it was sent)."""
-        tokens = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                       cached_tokens=usage.cached_tokens)
-        with self._lock:
-            self.usage.add(tokens)
-            self.usage_by_model.setdefault(model, Usage()).add(tokens)
+        tokens = replace(usage, calls=0)
+        self.usage.add(tokens)
+        self.usage_by_model.setdefault(model, Usage()).add(tokens)

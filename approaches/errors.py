@@ -7,9 +7,10 @@
     │   └── ParameterRefused  the backend rejected one request parameter (adaptable)
     ├── NotEnoughProposals    fewer usable proposals than `min_samples`
     ├── StreamInterrupted     the answer's stream broke after part of it was relayed
-    ├── DeadlineExceeded      the request's deadline passed before an answer was ready
-    └── Abandoned             the call's result is no longer wanted (its race was won by another
-                              call, or its request was answered, failed or given up): it stops
+    └── DeadlineExceeded      the request's deadline passed before an answer was ready
+
+A call whose result is no longer wanted (its race was won, its request answered, failed or given
+up by its client) is not an error: its task is cancelled.
 
 `status` is the HTTP status a proxy should answer with: a backend's client error (4xx) keeps its
 status, since the same request sent to the plain model would get it too; anything else is 502
@@ -101,6 +102,3 @@ class DeadlineExceeded(SelfMoAError):
 class StreamInterrupted(SelfMoAError):
     """Part of the answer already reached the client: nothing can replace it any more."""
 
-
-class Abandoned(SelfMoAError):
-    """A call stopped because nobody wants its result any more; never a request's own answer."""

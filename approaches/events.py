@@ -1,8 +1,10 @@
-"""What a MoA run reports as it goes. `moa_events` yields these; a caller that only wants the
-answer drains them (`run_moa`), a streaming server relays the `AnswerDelta`s as they come."""
+"""What a MoA run reports as it goes: the core hands each event to an `Emit` callback;
+`moa_events` turns them into an async iterator, and a streaming server relays the `AnswerDelta`s
+as they come."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backend import Delta
@@ -38,3 +40,4 @@ class Done:
 
 
 Event = ProposalsArrived | RoundDone | AnswerDelta | Done
+Emit = Callable[[Event], None]

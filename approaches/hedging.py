@@ -1,158 +1,160 @@
 """Hedged calls: a call that has not answered when it should have is raced by an identical one;
-the first usable answer wins and every other attempt is stopped (a stream is closed, a whole
-call is not retried and its late answer is dropped).
+the first usable answer wins and every other attempt is cancelled (its connection closed).
 
-"When it should have" is the request's `Hedging` policy: a multiple of the time this
-endpoint+model usually takes to answer a call of the same shape (remembered per process: an `n=6`
-proposal call, a single one and an aggregation take different times on the same server), and at
-the latest a share of the time it had left. An attempt pausing between tries (waiting out a
-backend's Retry-After, or our backoff) is not hung: the clock only runs while an attempt is on
-the wire. Each raced call is paid for, so a request makes at most `Hedging.max_extra` of them.
-Proposal calls (an `n` call, or each call a refused `n` fans out to) and aggregation calls
-(whole or streamed) are all hedged here.
+"When it should have" is the run's `Hedging` policy: a multiple of the time this endpoint+model
+usually takes to answer a call of the same shape (remembered per process: an `n=6` proposal call,
+a single one and an aggregation take different times on the same server), and at the latest a
+share of the time it had left. An attempt pausing between tries (waiting out a backend's
+Retry-After, or our backoff) is not hung: the clock only runs while an attempt is on the wire.
+Each raced call is paid for, so a run makes at most `Hedging.max_extra` of them, and the process
+races at most `Hedging.max_share` of its calls in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from .backend import Chunk, Completion, close
+from .backend import Chunk, Chunks, Completion
 from .calls import Caller, Deadline, Flight
-from .errors import Abandoned, BackendError, DeadlineExceeded, TransientError
+from .errors import BackendError, DeadlineExceeded, TransientError
 from .types import Message
 
 log = logging.getLogger("selfmoa")
 
 T = TypeVar("T")
+_LOOK_AGAIN = 0.05  # seconds: how often a race looks whether a pausing attempt went out again
 Key = tuple[str, str, str]  # (endpoint, model, shape of the call): whose usual time decides
 
 
-def hedged_complete(caller: Caller, endpoint: str, model: str, messages: Sequence[Message],
-                    params: Mapping[str, Any], *, kind: str, n: int = 1, deadline: Deadline | None = None,
-                    usable: Callable[[Completion], bool] = lambda _: True) -> Completion:
-    """`Caller.complete`, raced while it has not answered (see the module docstring); `kind`
-    (proposal, aggregation) and `n` make the call's shape."""
+async def hedged_complete(caller: Caller, endpoint: str, model: str, messages: Sequence[Message],
+                          params: Mapping[str, Any], *, kind: str, n: int = 1, deadline: Deadline | None = None,
+                          usable: Callable[[Completion], bool] = lambda _: True) -> Completion:
+    """`Caller.complete`, raced while it has not answered; `kind` (proposal, aggregation) and `n`
+    make the call's shape."""
     until = deadline or caller.deadline
 
-    def attempt(flight: Flight) -> Completion:
+    def attempt(flight: Flight) -> Awaitable[Completion]:
         return caller.complete(endpoint, model, messages, params, n=n, deadline=until, flight=flight)
 
-    return race(caller, (endpoint, model, f"{kind} n={n}"), attempt, deadline=until, usable=usable)
+    return await race(caller, (endpoint, model, f"{kind} n={n}"), attempt, deadline=until, usable=usable)
 
 
-def hedged_open(caller: Caller, endpoint: str, model: str, messages: Sequence[Message],
-                params: Mapping[str, Any]) -> Generator[Chunk, None, None]:
-    """A stream whose first chunk has arrived (raced until one has); closing it closes the call."""
+@dataclass
+class _Opened:
+    first: Chunk | None
+    chunks: Chunks
+    stack: AsyncExitStack
 
-    def attempt(flight: Flight) -> tuple[Chunk | None, Iterator[Chunk]]:
-        chunks = caller.stream(endpoint, model, messages, params, flight=flight)
+
+@asynccontextmanager
+async def hedged_stream(caller: Caller, endpoint: str, model: str, messages: Sequence[Message],
+                        params: Mapping[str, Any]) -> AsyncIterator[Chunks]:
+    """A stream whose first chunk has arrived (raced until one has); leaving closes the call."""
+
+    async def attempt(flight: Flight) -> _Opened:
+        stack = AsyncExitStack()
         try:
-            return next(chunks, None), chunks
+            chunks = await stack.enter_async_context(caller.stream(endpoint, model, messages, params, flight=flight))
+            return _Opened(await anext(chunks, None), chunks, stack)
         except BaseException:
-            close(chunks)
+            await stack.aclose()
             raise
 
-    first, chunks = race(caller, (endpoint, model, "stream"), attempt, deadline=caller.deadline,
-                         discard=lambda opened: close(opened[1]))
-    return _resumed(first, chunks)
+    async def discard(opened: _Opened) -> None:
+        await opened.stack.aclose()
+
+    opened = await race(caller, (endpoint, model, "stream"), attempt, deadline=caller.deadline, discard=discard)
+    async with opened.stack:
+        yield _resumed(opened)
 
 
-def _resumed(first: Chunk | None, chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
-    try:
-        if first is not None:
-            yield first
-        yield from chunks
-    finally:
-        close(chunks)
+async def _resumed(opened: _Opened) -> AsyncIterator[Chunk]:
+    if opened.first is not None:
+        yield opened.first
+    async for chunk in opened.chunks:
+        yield chunk
 
 
-class _Attempt(Generic[T]):
-    def __init__(self, flight: Flight) -> None:
-        self.flight = flight
-        self.done = False
-        self.result: T | None = None
-        self.error: BaseException | None = None
-        self.took = 0.0  # seconds on the wire, for an answer
-
-
-def race(caller: Caller, key: Key, attempt: Callable[[Flight], T], *, deadline: Deadline,
-         usable: Callable[[T], bool] = lambda _: True, discard: Callable[[T], None] | None = None) -> T:
+async def race(caller: Caller, key: Key, attempt: Callable[[Flight], Awaitable[T]], *, deadline: Deadline,
+               usable: Callable[[T], bool] = lambda _: True,
+               discard: Callable[[T], Awaitable[None]] | None = None) -> T:
     """The first usable result of identical attempts, started one after the other while none has
     answered; the result of the last one to end when none is usable."""
     if not caller.hedging.enabled:
-        return attempt(Flight(caller.stop))
-    return _Race(caller, key, attempt, deadline, usable, discard).run()
+        return await attempt(Flight())
+    winner: T = await _Race(caller, key, attempt, deadline, usable, discard).run()
+    return winner
 
 
-class _Race(Generic[T]):
-    def __init__(self, caller: Caller, key: Key, attempt: Callable[[Flight], T], deadline: Deadline,
-                 usable: Callable[[T], bool], discard: Callable[[T], None] | None) -> None:
+class _Race:
+    """Attempts as tasks owned by the race: whatever way the race ends, none outlives it."""
+
+    def __init__(self, caller: Caller, key: Key, attempt: Callable[[Flight], Awaitable[Any]], deadline: Deadline,
+                 usable: Callable[[Any], bool], discard: Callable[[Any], Awaitable[None]] | None) -> None:
         self.caller, self.key, self.attempt, self.deadline = caller, key, attempt, deadline
         self.usable, self.discard = usable, discard
-        self.cond = threading.Condition()
-        self.attempts: list[_Attempt[T]] = []
-        self.ended: list[_Attempt[T]] = []  # in the order they ended
-        self.settled = False
+        self.flights: dict[asyncio.Task[Any], Flight] = {}
+        self.running: set[asyncio.Task[Any]] = set()
+        self.ended: list[asyncio.Task[Any]] = []  # in the order they ended
         self.spent = False  # no more races: the budget ran out
-        self.winner: _Attempt[T] | None = None
 
-    def run(self) -> T:
-        self.caller.stop.on_set(self._wake)
+    async def run(self) -> Any:
+        winner = None
         try:
-            with self.cond:
-                self._launch()
-                self.winner = self._await()
-                return self.winner.result  # type: ignore[return-value]
+            self._launch(raced=False)
+            while (winner := self._decided()) is None:
+                await self._next()
+            return winner.result()
         finally:
-            self.caller.stop.forget(self._wake)
-            self._settle()
+            await self._settle(winner)
 
-    def _await(self) -> _Attempt[T]:
-        while True:
-            decided = self._decided()
-            if decided is not None:
-                return decided
-            if self.caller.stop.is_set():
-                raise Abandoned(f"{self.key[1]}: no longer needed")
-            if self.deadline.expired():
-                raise DeadlineExceeded(f"{self.key[1]}: no answer before the deadline")
-            wait = self.deadline.remaining()
-            at = self._race_at()
-            if at is not None and at <= time.monotonic():
-                if self.caller.take_race():
-                    log.info("selfmoa: %s has not answered in %.2f s; racing an identical call",
-                             self.key[1], time.monotonic() - (self._newest_send() or 0.0))
-                    self._launch()
-                    continue
+    async def _next(self) -> None:
+        """Wait for an attempt to end, or race the newest one when it is due."""
+        if self.deadline.expired():
+            raise DeadlineExceeded(f"{self.key[1]}: no answer before the deadline")
+        at = self._race_at()
+        if at is not None and at <= time.monotonic():
+            if self.caller.take_race():
+                log.info("selfmoa: %s has not answered in %.2f s; racing an identical call",
+                         self.key[1], time.monotonic() - (self._newest_send() or time.monotonic()))
+                self._launch(raced=True)
+            else:
                 self.spent = True
-            elif at is not None:
-                wait = min(wait, at - time.monotonic())
-            self.cond.wait(wait)
+            return
+        wait = self.deadline.remaining() if at is None else at - time.monotonic()
+        if at is None and any(self.flights[t].sent_at is None for t in self.running):
+            wait = min(wait, max(_LOOK_AGAIN, self.caller.hedging.min_delay))  # pausing: look again later
+        done, _ = await asyncio.wait(self.running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        self.running -= done
+        self.ended.extend(done)
 
-    def _decided(self) -> _Attempt[T] | None:
+    def _decided(self) -> asyncio.Task[Any] | None:
         """The winner, else the outcome once nothing can win any more; raises a final error."""
-        for ended in self.ended:
-            if ended.error is None and self.usable(ended.result):  # type: ignore[arg-type]
-                self.caller.memory.answered(self.key, ended.took)
-                return ended
-        for ended in self.ended:
-            if _final(ended.error):
-                raise ended.error  # type: ignore[misc]  # an identical call would get the same answer
-        if len(self.ended) < len(self.attempts):
+        for task in self.ended:
+            if task.exception() is None and self.usable(task.result()):
+                took = time.monotonic() - (self.flights[task].sent_at or time.monotonic())
+                self.caller.memory.answered(self.key, took)
+                return task
+        for task in self.ended:
+            if _final(task.exception()):
+                raise task.exception()  # type: ignore[misc]  # an identical call would get the same answer
+        if self.running:
             return None
-        unusable = [a for a in self.ended if a.error is None]
+        unusable = [t for t in self.ended if t.exception() is None]
         if unusable:
             return unusable[-1]
-        raise self.ended[0].error  # type: ignore[misc]
+        raise self.ended[0].exception()  # type: ignore[misc]
 
     def _race_at(self) -> float | None:
         """When the newest attempt, still unanswered, should be raced; None when it should not."""
-        running = [a for a in self.attempts if not a.done]
-        if self.spent or not running or any(a.flight.sent_at is None for a in running):
+        flights = [self.flights[task] for task in self.running]
+        if self.spent or not flights or any(f.sent_at is None for f in flights):
             return None  # an attempt pausing between tries is not hung
         sent = self._newest_send() or time.monotonic()
         usual = self.caller.memory.usual(self.key)
@@ -162,45 +164,25 @@ class _Race(Generic[T]):
         return at
 
     def _newest_send(self) -> float | None:
-        sent = [a.flight.sent_at for a in self.attempts if not a.done and a.flight.sent_at is not None]
-        return max(sent) if sent else None
+        sent = [self.flights[t].sent_at for t in self.running if self.flights[t].sent_at is not None]
+        return max(sent) if sent else None  # type: ignore[type-var]
 
-    def _launch(self) -> None:
-        attempt: _Attempt[T] = _Attempt(Flight(self.caller.stop.child(), self._wake))
-        self.attempts.append(attempt)
-        threading.Thread(target=self._run, args=(attempt,), name="selfmoa-call", daemon=True).start()
+    def _launch(self, *, raced: bool) -> None:
+        flight = Flight(raced=raced)
+        task = asyncio.ensure_future(self.attempt(flight))
+        self.flights[task] = flight
+        self.running.add(task)
 
-    def _run(self, attempt: _Attempt[T]) -> None:
-        result: T | None = None
-        error: BaseException | None = None
-        try:
-            result = self.attempt(attempt.flight)
-        except Exception as failure:  # noqa: BLE001 - handed to the racing thread, which raises it
-            error = failure
-        ended = time.monotonic()
-        with self.cond:
-            attempt.done, attempt.result, attempt.error = True, result, error
-            attempt.took = ended - (attempt.flight.sent_at or ended)
-            self.ended.append(attempt)
-            late = self.settled
-            self.cond.notify_all()
-        if late and error is None and self.discard is not None:
-            self.discard(result)  # type: ignore[arg-type]
-
-    def _settle(self) -> None:
-        """Stop every other attempt; close the results nobody will read."""
-        with self.cond:
-            self.settled = True
-            leftovers = [a for a in self.ended if a.error is None]
-            for attempt in self.attempts:
-                attempt.flight.stop.set()
-        for attempt in leftovers:
-            if attempt is not self.winner and self.discard is not None:
-                self.discard(attempt.result)  # type: ignore[arg-type]
-
-    def _wake(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
+    async def _settle(self, winner: asyncio.Task[Any] | None) -> None:
+        """Cancel every other attempt; close the results nobody will read."""
+        for task in self.running:
+            task.cancel()
+        if self.running:
+            done, _ = await asyncio.wait(self.running)
+            self.ended.extend(done)
+        for task in self.ended:
+            if task is not winner and not task.cancelled() and task.exception() is None and self.discard:
+                await self.discard(task.result())
 
 
 def _final(error: BaseException | None) -> bool:

@@ -4,38 +4,44 @@ Self-MoA and Mixed-MoA differ only in their `Recipe.proposers` (one model sample
 several models); the Seq variants set `Recipe.sequential`. A one-shot aggregation that would not
 fit the aggregator's context budget, or that the backend rejects as too long, becomes Seq.
 
-The run is a stream of events (`moa_events`): proposals as they arrive, rounds, and, when asked
-to stream, the answer piece by piece as the aggregator writes it. `run_moa` drains it.
+A run is a coroutine (`run`) that reports what happens as events: proposals as they arrive,
+rounds, and, when asked to stream, the answer piece by piece as the aggregator writes it.
+`moa_events` is the same run as an async iterator; `run_moa` is the synchronous entry, for
+scripts and for stock optillm, whose plugin contract is synchronous.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .aggregation import Answered, aggregate, fall_back, fits
+from .aggregation import MODES, Answered, aggregate, fall_back, fits
 from .backend import deltas_of
 from .calls import Caller
-from .errors import ContextTooLong, NotEnoughProposals, SelfMoAError, StreamInterrupted
-from .events import AnswerDelta, Done, Event, ProposalsArrived
+from .errors import ContextTooLong, DeadlineExceeded, NotEnoughProposals, SelfMoAError, StreamInterrupted
+from .events import AnswerDelta, Done, Emit, Event, ProposalsArrived
 from .hygiene import clean
 from .prompts import reference_messages
 from .sampling import propose
-from .seq import rechunk, rounds, rounds_needed, stream_windows, windows
+from .seq import drawn, rechunk, rounds, rounds_needed, sampled_rounds
 from .types import Batch, Candidate, Choice, Message, Outcome, Recipe, Sample
 
 log = logging.getLogger("selfmoa")
 
 # Share of the time left that proposals may take, so that the aggregation still has time to run.
 PROPOSAL_SHARE = 0.6
+# Every call ends by the deadline on its own; this catches whatever would not, a little later.
+_BACKSTOP = 1.0
 
 
 def proposer_params(recipe: Recipe) -> dict[str, Any]:
     """Proposers sample at the recipe's temperature; the request's own sampling fields shape only
     the answer, while the fields every call shares (tools, logprobs) reach them too."""
     params: dict[str, Any] = {**recipe.shared_params, "temperature": recipe.temperature}
+    params.update({k: v for k, v in recipe.final_params.items() if k in MODES[recipe.mode].to_proposers})
     if recipe.max_tokens is not None:
         params["max_tokens"] = recipe.max_tokens
     return params
@@ -50,40 +56,54 @@ def max_calls(recipe: Recipe) -> int:
     return samples * recipe.layers + rounds_needed(samples, recipe.window, recipe.synthesis_slots)
 
 
-def run_moa(recipe: Recipe, messages: Sequence[Message], caller: Caller) -> Outcome:
-    """Answer the conversation `messages` with the recipe's proposers and aggregator."""
-    for event in moa_events(recipe, messages, caller):
-        if isinstance(event, Done):
-            return event.outcome
-    raise AssertionError("moa_events ended without Done")  # pragma: no cover
-
-
-def moa_events(recipe: Recipe, messages: Sequence[Message], caller: Caller, *, stream: bool = False
-               ) -> Generator[Event, None, None]:
-    """The run as events, ending with `Done`. With `stream`, `AnswerDelta`s carry the answer:
-    live from the aggregator where it writes the answer itself, else in one piece at the end."""
+async def run(recipe: Recipe, messages: Sequence[Message], caller: Caller, emit: Emit | None = None, *,
+              stream: bool = False) -> Outcome:
+    """Answer the conversation `messages`; every event goes to `emit`, ending with `Done`. With
+    `stream`, `AnswerDelta`s carry the answer: live from the aggregator where it writes the answer
+    itself, else in one piece at the end."""
     seen, streamed = Batch(), False
-    run = _answer(caller, recipe, messages, stream)
+
+    def report(event: Event) -> None:
+        nonlocal streamed
+        if isinstance(event, ProposalsArrived):
+            seen.extend(event.batch)
+        streamed = streamed or isinstance(event, AnswerDelta)
+        if emit is not None:
+            emit(event)
+
     try:
-        while True:
-            try:
-                event = next(run)
-            except StopIteration as stop:
-                answered: Answered = stop.value
-                break
-            if isinstance(event, ProposalsArrived):
-                seen.extend(event.batch)
-            streamed = streamed or isinstance(event, AnswerDelta)
-            yield event
-    finally:
-        # answered, failed or abandoned by whoever reads the events: nothing more goes out, so
-        # what `Done` counts is what the backends saw
-        run.close()
-        caller.finish()
+        answered = await asyncio.wait_for(_answer(caller, recipe, messages, report, stream),
+                                          caller.deadline.remaining() + _BACKSTOP)
+    except asyncio.TimeoutError:
+        raise DeadlineExceeded(f"{recipe.aggregator}: no answer before the deadline") from None
     answer, cleaned = _without_markup(answered.choice)
     if stream and not streamed:
-        yield from (AnswerDelta(delta) for delta in deltas_of(answer))
-    yield Done(_outcome(caller, replace(answered, choice=answer), seen, cleaned))
+        for delta in deltas_of(answer):
+            report(AnswerDelta(delta))
+    outcome = _outcome(caller, replace(answered, choice=answer), seen, cleaned)
+    report(Done(outcome))
+    return outcome
+
+
+def run_moa(recipe: Recipe, messages: Sequence[Message], caller: Caller) -> Outcome:
+    """`run` for synchronous callers: a loop of its own, for the length of the run."""
+    return asyncio.run(run(recipe, messages, caller))
+
+
+async def moa_events(recipe: Recipe, messages: Sequence[Message], caller: Caller, *, stream: bool = False
+                     ) -> AsyncIterator[Event]:
+    """The run as events, ending with `Done`; a run given up by its reader (closed early, or
+    cancelled) is cancelled at once, its calls with it."""
+    inbox: asyncio.Queue[Event | None] = asyncio.Queue()
+    task = asyncio.ensure_future(run(recipe, messages, caller, inbox.put_nowait, stream=stream))
+    task.add_done_callback(lambda _: inbox.put_nowait(None))
+    try:
+        while (event := await inbox.get()) is not None:
+            yield event
+        task.result()  # the run's error, if it failed
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
 
 
 def _without_markup(choice: Choice) -> tuple[Choice, int]:
@@ -95,37 +115,32 @@ def _without_markup(choice: Choice) -> tuple[Choice, int]:
     return replace(choice, content=text), removed
 
 
-def _answer(caller: Caller, recipe: Recipe, messages: Sequence[Message], stream: bool
-            ) -> Generator[Event, None, Answered]:
+async def _answer(caller: Caller, recipe: Recipe, messages: Sequence[Message], report: Emit,
+                  stream: bool) -> Answered:
     last = Batch()
     for layer in range(1, recipe.layers + 1):
         prompt = messages if layer == 1 else reference_messages(messages, [s.candidate for s in last.samples],
                                                                 recipe.placement)
         if layer == recipe.layers and recipe.sequential:
-            return (yield from _seq(caller, recipe, messages, prompt, layer, stream))
+            deadline = caller.deadline.share(PROPOSAL_SHARE)
+            return await sampled_rounds(caller, recipe, messages, prompt, proposer_params(recipe), deadline, report,
+                                        layer=layer, stream=stream)
         deadline = caller.deadline.share(PROPOSAL_SHARE / (recipe.layers - layer + 1))
-        batch = propose(caller, recipe.proposers, prompt, proposer_params(recipe), deadline,
-                        include_reasoning=recipe.include_reasoning, enough=recipe.min_samples, grace=recipe.grace)
-        yield ProposalsArrived(layer, batch)
+        batch = await propose(caller, recipe.proposers, prompt, proposer_params(recipe), deadline,
+                              include_reasoning=recipe.include_reasoning, enough=recipe.min_samples,
+                              grace=recipe.grace)
+        report(ProposalsArrived(layer, batch))
         _require(recipe, batch)
         last = batch
-    return (yield from _aggregate_once(caller, recipe, messages, last.samples, stream))
+    return await _aggregate_once(caller, recipe, messages, last.samples, report, stream)
 
 
-def _seq(caller: Caller, recipe: Recipe, messages: Sequence[Message], prompt: Sequence[Message], layer: int,
-         stream: bool) -> Generator[Event, None, Answered]:
-    deadline = caller.deadline.share(PROPOSAL_SHARE)
-    batches = stream_windows(caller, recipe, prompt, proposer_params(recipe), deadline)
-    total = len(windows(recipe.proposers, recipe.window, recipe.synthesis_slots))
-    return (yield from rounds(caller, recipe, messages, batches, total=total, layer=layer, stream=stream))
-
-
-def _aggregate_once(caller: Caller, recipe: Recipe, messages: Sequence[Message], samples: list[Sample],
-                    stream: bool) -> Generator[Event, None, Answered]:
+async def _aggregate_once(caller: Caller, recipe: Recipe, messages: Sequence[Message], samples: list[Sample],
+                          report: Emit, stream: bool) -> Answered:
     candidates = [s.candidate for s in samples]
     if fits(recipe, messages, candidates):
         try:
-            choice = yield from aggregate(caller, recipe, messages, candidates, stream=stream)
+            choice = await aggregate(caller, recipe, messages, candidates, emit=report if stream else None)
             return Answered(choice, 1, False)
         except ContextTooLong as error:
             log.info("selfmoa: %s; switching to Seq aggregation", error)
@@ -142,10 +157,10 @@ def _aggregate_once(caller: Caller, recipe: Recipe, messages: Sequence[Message],
             len(candidates), recipe.aggregator, recipe.context_budget, recipe.window, recipe.synthesis_slots,
         )
     while True:
-        batches = rechunk(samples, recipe.window, recipe.synthesis_slots)
+        batches = drawn(rechunk(samples, recipe.window, recipe.synthesis_slots))
         try:
-            return (yield from rounds(caller, recipe, messages, batches, total=len(batches), stream=stream,
-                                      narrowable=recipe.window > 2))
+            return await rounds(caller, recipe, messages, batches, report, stream=stream,
+                                narrowable=recipe.window > 2)
         except ContextTooLong as error:
             log.info("selfmoa: %s; narrowing the Seq window to %d", error, recipe.window - 1)
             recipe = _with_window(recipe, recipe.window - 1)
@@ -175,4 +190,3 @@ def _outcome(caller: Caller, answered: Answered, seen: Batch, cleaned: int) -> O
     return Outcome(answer=answered.choice, usage=usage, usage_by_model=by_model, rounds=answered.rounds,
                    sequential=answered.sequential, proposals=list(seen.samples), failures=list(seen.failures),
                    fallback=answered.fallback, cleaned=cleaned)
-

@@ -7,25 +7,26 @@ hung `n` call would otherwise lose every sample at once. Failed and empty sample
 reported), never aggregated; a sample cut at its token limit stays a candidate, marked as cut off,
 since a plain call would have answered with it too.
 
-A `Harvest` is one proposal phase (a layer, or all of Seq's windows): it waits for the calls
-until the phase's share of the time is over, then stops waiting as soon as `enough` usable
-samples are in, but not before. With fewer, the aggregation would have nothing to read, so the
-calls get the rest of the request's time instead of leaving it unused.
+A `Harvest` is one proposal phase (a layer, or all of Seq's windows) and owns its calls: it waits
+for them until the phase's share of the time is over, then stops waiting as soon as `enough`
+usable samples are in, but not before. With fewer, the aggregation would have nothing to read, so
+the calls get the rest of the request's time instead of leaving it unused. Calls still out when
+the phase is done with them are cancelled.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from .backend import Completion
 from .calls import Caller, Deadline
-from .errors import Abandoned, BackendError, DeadlineExceeded, ParameterRefused, SelfMoAError
+from .errors import BackendError, DeadlineExceeded, ParameterRefused, SelfMoAError
 from .hedging import hedged_complete
 from .prompts import candidate_of
 from .types import Batch, Failure, Message, Proposer, Sample
@@ -49,11 +50,11 @@ def usable(completion: Completion, model: str, include_reasoning: bool) -> Batch
 @dataclass
 class Group:
     """The calls whose samples are read together (a layer, or one Seq window): the samples each
-    call was expected to bring, what arrived, and how many of its tasks still run."""
+    call was expected to bring, what arrived, and its tasks."""
 
     expected: list[tuple[str, int]] = field(default_factory=list)
     filled: dict[int, Batch] = field(default_factory=dict)
-    running: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
     closed: bool = False
 
     def batch(self) -> Batch:
@@ -66,7 +67,8 @@ class Group:
 
 
 class Harvest:
-    """One proposal phase: its calls run concurrently, each filling its slot of a `Group`.
+    """One proposal phase: its calls run as its tasks, each filling its slot of a `Group`; leaving
+    the phase (`async with`) cancels the calls still out.
 
     Waiting stops when a group's calls are all back; else at `soft` once `enough` usable samples
     arrived (or `grace` seconds after that, if sooner); else at the request's deadline.
@@ -74,37 +76,39 @@ class Harvest:
 
     def __init__(self, caller: Caller, soft: Deadline, *, enough: int = 1, grace: float | None = None) -> None:
         self.caller, self.soft, self.enough, self.grace = caller, soft, max(1, enough), grace
-        self.cond = threading.Condition()
         self.arrived = 0
         self.enough_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Harvest:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        for task in self._tasks:  # read, so that a failure of a window nobody read is not reported as lost
+            if not task.cancelled():
+                task.exception()
 
     def expect(self, group: Group, model: str, count: int) -> int:
-        with self.cond:
-            group.expected.append((model, count))
-            return len(group.expected) - 1
+        group.expected.append((model, count))
+        return len(group.expected) - 1
 
     def fill(self, group: Group, slot: int, batch: Batch) -> None:
-        with self.cond:
-            if group.closed:
-                return  # arrived after the group was read: nobody will
-            group.filled[slot] = batch
-            self.arrived += len(batch.samples)
-            if self.enough_at is None and self.arrived >= self.enough:
-                self.enough_at = time.monotonic()
-            self.cond.notify_all()
+        if group.closed:
+            return  # arrived after the group was read: nobody will
+        group.filled[slot] = batch
+        self.arrived += len(batch.samples)
+        if self.enough_at is None and self.arrived >= self.enough:
+            self.enough_at = time.monotonic()
 
-    def spawn(self, group: Group, task: Callable[[], None]) -> None:
-        with self.cond:
-            group.running += 1
-        threading.Thread(target=self._run, args=(group, task), name="selfmoa-propose", daemon=True).start()
-
-    def _run(self, group: Group, task: Callable[[], None]) -> None:
-        try:
-            task()
-        finally:
-            with self.cond:
-                group.running -= 1
-                self.cond.notify_all()
+    def spawn(self, group: Group, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        group.tasks.add(task)
+        self._tasks.add(task)
 
     def cutoff(self) -> float:
         """When waiting stops (monotonic time), given what arrived so far."""
@@ -114,42 +118,34 @@ class Harvest:
         end = self.soft.at if self.grace is None else min(self.soft.at, self.enough_at + self.grace)
         return min(end, hard)
 
-    def wait(self, group: Group) -> Batch:
+    async def wait(self, group: Group) -> Batch:
         """The group's samples once its calls are back or the phase may end (see the class)."""
-        self.caller.stop.on_set(self._wake)
-        try:
-            with self.cond:
-                while group.running and not self.caller.stop.is_set():
-                    left = self.cutoff() - time.monotonic()
-                    if left <= 0:
-                        break
-                    self.cond.wait(left)
-                group.closed = True
-                if self.caller.stop.is_set():
-                    raise Abandoned("the request no longer needs its proposals")
-                return group.batch()
-        finally:
-            self.caller.stop.forget(self._wake)
-
-    def _wake(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
+        while pending := {task for task in group.tasks if not task.done()}:
+            left = self.cutoff() - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        group.closed = True
+        for task in group.tasks:  # a task that died of anything but a backend error is a bug: raise it
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return group.batch()
 
 
-def sample_into(harvest: Harvest, group: Group, proposer: Proposer, messages: Sequence[Message],
-                params: Mapping[str, Any], include_reasoning: bool = False) -> None:
+async def sample_into(harvest: Harvest, group: Group, proposer: Proposer, messages: Sequence[Message],
+                      params: Mapping[str, Any], include_reasoning: bool = False) -> None:
     """`proposer.samples` proposals from one model into `group`, in as few calls as the backend
     allows (run as one of the harvest's tasks; the calls a refused or short `n` fans out to are
     tasks of their own)."""
     caller, endpoint, model, wanted = harvest.caller, proposer.endpoint, proposer.model, proposer.samples
 
-    def call(n: int) -> Completion:
-        return hedged_complete(caller, endpoint, model, messages, params, kind="proposal", n=n,
-                               usable=lambda c: bool(usable(c, model, include_reasoning).samples))
+    async def call(n: int) -> Completion:
+        return await hedged_complete(caller, endpoint, model, messages, params, kind="proposal", n=n,
+                                     usable=lambda c: bool(usable(c, model, include_reasoning).samples))
 
-    def fill(slot: int, n: int) -> None:
+    async def fill(slot: int, n: int) -> None:
         try:
-            batch = usable(call(n), model, include_reasoning)
+            batch = usable(await call(n), model, include_reasoning)
         except SelfMoAError as error:
             batch = failed(model, error, n)
         harvest.fill(group, slot, batch)
@@ -157,14 +153,14 @@ def sample_into(harvest: Harvest, group: Group, proposer: Proposer, messages: Se
     def fan_out(count: int, size: int) -> None:
         for start in range(0, count, size):
             n = min(size, count - start)
-            harvest.spawn(group, functools.partial(fill, harvest.expect(group, model, n), n))
+            harvest.spawn(group, fill(harvest.expect(group, model, n), n))
 
     limit = caller.memory.max_n(endpoint, model)
     if wanted == 1 or limit is not None:
         return fan_out(wanted, limit or 1)
     slot = harvest.expect(group, model, wanted)
     try:
-        completion = call(wanted)
+        completion = await call(wanted)
     except ParameterRefused as refusal:
         if refusal.param != "n":
             return harvest.fill(group, slot, failed(model, refusal, wanted))
@@ -184,7 +180,7 @@ def sample_into(harvest: Harvest, group: Group, proposer: Proposer, messages: Se
     return None
 
 
-def propose(
+async def propose(
     caller: Caller,
     proposers: Sequence[Proposer],
     messages: Sequence[Message],
@@ -197,12 +193,11 @@ def propose(
 ) -> Batch:
     """Every proposer's samples, concurrently, within `deadline` (the phase's share of the time;
     see `Harvest` for when the calls get more of it, and for `enough` and `grace`)."""
-    harvest = Harvest(caller, deadline, enough=enough or 1, grace=grace)
-    group = Group()
-    for proposer in proposers:
-        harvest.spawn(group, functools.partial(sample_into, harvest, group, proposer, messages, params,
-                                               include_reasoning))
-    return harvest.wait(group)
+    async with Harvest(caller, deadline, enough=enough or 1, grace=grace) as harvest:
+        group = Group()
+        for proposer in proposers:
+            harvest.spawn(group, sample_into(harvest, group, proposer, messages, params, include_reasoning))
+        return await harvest.wait(group)
 
 
 def failed(model: str, error: SelfMoAError, count: int) -> Batch:

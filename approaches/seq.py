@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .aggregation import Answered, aggregate, fall_back
 from .calls import Caller, Deadline
 from .errors import ContextTooLong, NotEnoughProposals, SelfMoAError, StreamInterrupted
-from .events import Event, ProposalsArrived, RoundDone
+from .events import Emit, ProposalsArrived, RoundDone
 from .prompts import candidate_of
 from .sampling import Group, Harvest, sample_into
 from .types import Batch, Candidate, Choice, Failure, Message, Proposer, Recipe, Sample
+
+Window = Callable[[], Awaitable[Batch]]  # the samples of one round, once they are in
 
 
 def rounds_needed(samples: int, window: int, synthesis_slots: int) -> int:
@@ -48,42 +50,20 @@ def rechunk(samples: Sequence[Sample], window: int, synthesis_slots: int) -> lis
     return [Batch(samples=list(chunk)) for chunk in heads if chunk]
 
 
-def stream_windows(
+async def rounds(
     caller: Caller,
     recipe: Recipe,
     messages: Sequence[Message],
-    params: Mapping[str, Any],
-    deadline: Deadline,
-) -> Iterator[Batch]:
-    """Sample every window concurrently and yield them in order, so that aggregating round r
-    overlaps the sampling of later windows. One proposal phase: `deadline` is its share of the
-    time, extended while fewer than `min_samples` usable samples have arrived (`Harvest`)."""
-    harvest = Harvest(caller, deadline, enough=recipe.min_samples)
-    groups: list[Group] = []
-    for chunk in windows(recipe.proposers, recipe.window, recipe.synthesis_slots):
-        group = Group()
-        groups.append(group)
-        for proposer in chunk:
-            harvest.spawn(group, functools.partial(sample_into, harvest, group, proposer, messages, params,
-                                                   recipe.include_reasoning))
-    for group in groups:
-        yield harvest.wait(group)
-
-
-def rounds(
-    caller: Caller,
-    recipe: Recipe,
-    messages: Sequence[Message],
-    batches: Iterable[Batch],
+    batches: Sequence[Window],
+    report: Emit,
     *,
-    total: int,
     layer: int | None = None,
     stream: bool = False,
     narrowable: bool = False,
-) -> Generator[Event, None, Answered]:
-    """Aggregate `total` windows in rounds; the last round streams when asked.
+) -> Answered:
+    """Aggregate the windows `batches` brings, in rounds; the last round streams when asked.
 
-    Fresh windows (`layer` given) are announced and must hold `min_samples` usable proposals in
+    Fresh windows (`layer` given) are reported and must hold `min_samples` usable proposals in
     all. A round that gives nothing usable ends the rounds with the last synthesis (or a
     proposal); a context overflow is raised instead when the caller can narrow the window.
     """
@@ -91,18 +71,19 @@ def rounds(
     done = 0
     read: list[Candidate] = []
     failures: list[Failure] = []
-    for index, batch in enumerate(batches):
+    for index, window in enumerate(batches):
+        batch = await window()
         if layer is not None:
-            yield ProposalsArrived(layer, batch)
+            report(ProposalsArrived(layer, batch))
         failures += batch.failures
         if not batch.samples:
             continue
         fresh = [s.candidate for s in batch.samples]
         read += fresh
         carried = [_carried(synthesis)] * recipe.synthesis_slots if synthesis is not None else []
+        last = stream and index == len(batches) - 1
         try:
-            synthesis = yield from aggregate(caller, recipe, messages, carried + fresh,
-                                             stream=stream and index == total - 1)
+            synthesis = await aggregate(caller, recipe, messages, carried + fresh, emit=report if last else None)
         except StreamInterrupted:
             raise
         except SelfMoAError as error:
@@ -110,10 +91,35 @@ def rounds(
                 raise
             return fall_back(read, synthesis, error, done, True)
         done += 1
-        yield RoundDone(done, synthesis)
+        report(RoundDone(done, synthesis))
     if synthesis is None or len(read) < recipe.min_samples:
         raise NotEnoughProposals(len(read), recipe.min_samples, failures)
     return Answered(synthesis, done, True)
+
+
+async def sampled_rounds(caller: Caller, recipe: Recipe, messages: Sequence[Message], prompt: Sequence[Message],
+                         params: Mapping[str, Any], deadline: Deadline, report: Emit, *, layer: int,
+                         stream: bool) -> Answered:
+    """Self-MoA-Seq from scratch: every window is sampled at once and aggregated in order, so that
+    aggregating round r overlaps the sampling of later windows. One proposal phase: `deadline` is
+    its share of the time, extended while fewer than `min_samples` usable samples have arrived."""
+    async with Harvest(caller, deadline, enough=recipe.min_samples) as harvest:
+        groups = []
+        for chunk in windows(recipe.proposers, recipe.window, recipe.synthesis_slots):
+            group = Group()
+            groups.append(group)
+            for proposer in chunk:
+                harvest.spawn(group, sample_into(harvest, group, proposer, prompt, params, recipe.include_reasoning))
+        waits = [functools.partial(harvest.wait, group) for group in groups]
+        return await rounds(caller, recipe, messages, waits, report, layer=layer, stream=stream)
+
+
+def drawn(batches: Sequence[Batch]) -> list[Window]:
+    """Windows of samples already drawn (a one-shot run that switched to Seq)."""
+    async def ready(batch: Batch) -> Batch:
+        return batch
+
+    return [functools.partial(ready, batch) for batch in batches]
 
 
 def _carried(synthesis: Choice) -> Candidate:

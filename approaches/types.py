@@ -10,6 +10,7 @@ Mode = Literal["synthesize", "select"]
 # Where an aggregation-style prompt puts its instructions and candidates (see `prompts.PLACEMENTS`).
 Placement = Literal["system", "last_user", "auto"]
 DEFAULT_ENDPOINT = "default"
+DEFAULT_SAMPLES = 6  # proposals per proposer model: the paper's setting
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,9 @@ class Hedging:
     A call should have answered after `after_usual` times what its endpoint+model usually takes
     (the median of its recent answers, remembered per process), and at the latest after
     `after_share` of the time it had left; never sooner than `min_delay` seconds. A request makes
-    at most `max_extra` raced calls in all.
+    at most `max_extra` raced calls in all, and the process races at most `max_share` of its calls
+    in flight (at least one): when every call is slow at once, the backend is loaded, and
+    duplicates would only load it further.
     """
 
     enabled: bool = True
@@ -69,6 +72,7 @@ class Hedging:
     after_share: float = 0.5
     min_delay: float = 0.5
     max_extra: int = 4
+    max_share: float = 0.2
 
     def delay(self, usual: float | None, time_left: float) -> float:
         """Seconds an attempt may stay unanswered on the wire before it is raced."""
@@ -80,18 +84,21 @@ class Hedging:
 
 @dataclass
 class Usage:
-    """Token counts of one call or a sum of calls (`cached_tokens`: prompt tokens a cache served)."""
+    """Token counts of one call or a sum of calls (`cached_tokens`: prompt tokens a cache served;
+    `reasoning_tokens`: completion tokens spent reasoning, where the backend reports them)."""
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def add(self, other: Usage) -> None:
         self.calls += other.calls
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cached_tokens += other.cached_tokens
+        self.reasoning_tokens += other.reasoning_tokens
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""One request through one approach: configuration → recipe → caller → events, whichever route
-(our own, or optillm's plugin contract) received it.
+"""One request through one of our approaches: configuration → recipe → caller → run, whichever
+route (our own, or optillm's plugin contract) received it.
 
 Errors leave as `PublicError`s: the approach named, secrets redacted, the status kept. Each run
 logs one line: approach, models, samples ok/failed, rounds, calls, tokens, wall time.
@@ -7,27 +7,13 @@ logs one line: approach, models, samples ok/failed, rounds, calls, tokens, wall 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from selfmoa.approaches import (
-    DEFAULT_ENDPOINT,
-    Abandoned,
-    Backend,
-    Caller,
-    Deadline,
-    Done,
-    Event,
-    Outcome,
-    Recipe,
-    SelfMoAError,
-    Stop,
-    moa_events,
-)
+from selfmoa.approaches import Backend, Caller, Emit, Outcome, Recipe, SelfMoAError, run
 
 from .config import Plan, plan
 from .runtime import Runtime, redact
@@ -45,7 +31,6 @@ class PublicError(SelfMoAError):
         self.code = cause.code
         self.retry_after = cause.retry_after
         self.param: str | None = getattr(cause, "field", None)
-        self.abandoned = isinstance(cause, Abandoned)  # stopped because the request ended otherwise
 
 
 @dataclass(frozen=True)
@@ -57,62 +42,43 @@ class Job:
     messages: list[dict[str, Any]]
     caller: Caller
     runtime: Runtime
-    stop: Stop  # the request's: stopping it stops every run of the request
 
     @property
     def recipe(self) -> Recipe:
         return self.plan.recipe
 
     def again(self) -> Job:
-        """Another run of the same request (its own calls and usage, the same deadline and stop)."""
+        """Another run of the same request (its own calls and usage, the same deadline)."""
         old = self.caller
-        caller = Caller(old.backends, old.memory, old.deadline, old.retry, old.hedging, self.stop.child())
-        return replace(self, caller=caller)
+        return replace(self, caller=Caller(old.backends, old.memory, old.deadline, old.retry, old.hedging))
 
 
-def prepare(slug: str, model: str, body: dict[str, Any], messages: Sequence[dict[str, Any]], backend: Backend,
-            runtime: Runtime, scope: RequestScope | None) -> Job:
+def prepare(slug: str, model: str, body: Mapping[str, Any], messages: Sequence[dict[str, Any]],
+            backends: Mapping[str, Backend], runtime: Runtime, scope: RequestScope) -> Job:
     """The job for `body`, or a `PublicError` (400) naming the first bad field."""
     try:
         planned = plan(slug, model, body, messages, runtime.config)
     except SelfMoAError as error:
         raise public(slug, model, error, runtime) from None
-    seconds = planned.recipe.timeout
-    deadline = scope.deadline(seconds) if scope is not None else Deadline(seconds)
-    stop = scope.stop if scope is not None else Stop()
-    caller = Caller({DEFAULT_ENDPOINT: backend, **runtime.backends}, runtime.memory, deadline,
-                    hedging=planned.hedging, stop=stop.child())
-    return Job(slug, planned, [dict(m) for m in messages], caller, runtime, stop)
+    caller = Caller(backends, runtime.memory, scope.deadline(planned.recipe.timeout), hedging=planned.hedging)
+    return Job(slug, planned, [dict(m) for m in messages], caller, runtime)
 
 
-def events(job: Job, *, stream: bool = False) -> Generator[Event, None, None]:
-    """The job's events; failures raised as `PublicError`s, the run logged when it ends."""
+async def answer(job: Job, emit: Emit | None = None, *, stream: bool = False) -> Outcome:
+    """The job's outcome (its events to `emit`); a failure raised as a `PublicError`, the run
+    logged when it ends."""
     started = time.monotonic()
-    # closed with this generator: a run given up by its reader stops its calls at once (`moa_events`)
-    with contextlib.closing(moa_events(job.recipe, job.messages, job.caller, stream=stream)) as run:
-        try:
-            for event in run:
-                if isinstance(event, Done):
-                    log.info(summary(job.slug, job.recipe, event.outcome, time.monotonic() - started,
-                                     job.caller.raced))
-                yield event
-        except SelfMoAError as error:
-            raise public(job.slug, job.recipe.aggregator, error, job.runtime) from None
-
-
-def outcome(job: Job) -> Outcome:
-    for event in events(job):
-        if isinstance(event, Done):
-            return event.outcome
-    raise AssertionError("the run ended without an outcome")  # pragma: no cover
+    try:
+        outcome = await run(job.recipe, job.messages, job.caller, emit, stream=stream)
+    except SelfMoAError as error:
+        raise public(job.slug, job.recipe.aggregator, error, job.runtime) from None
+    log.info(summary(job.slug, job.recipe, outcome, time.monotonic() - started, job.caller.raced))
+    return outcome
 
 
 def public(slug: str, model: str, error: SelfMoAError, runtime: Runtime) -> PublicError:
     safe = PublicError(f"{slug}: {redact(str(error), runtime.secrets)}", error)
-    if safe.abandoned:
-        log.info("selfmoa approach=%s model=%s stopped: %s", slug, model, safe)
-    else:
-        log.warning("selfmoa approach=%s model=%s failed: %s", slug, model, safe)
+    log.warning("selfmoa approach=%s model=%s failed: %s", slug, model, safe)
     return safe
 
 

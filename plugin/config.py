@@ -8,6 +8,7 @@ for secrets), so a client cannot point the proxy at an address of its choosing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
-from selfmoa.approaches import DEFAULT_ENDPOINT, VARIANTS, Hedging, Proposer, Recipe, max_calls
+from selfmoa.approaches import DEFAULT_ENDPOINT, DEFAULT_SAMPLES, VARIANTS, Hedging, Proposer, Recipe, max_calls
 from selfmoa.approaches.backend import cache_hints
 
 from .hedging import HedgingSettings
@@ -31,17 +32,12 @@ FINAL_FIELDS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "
 # Fields about the request itself, never sent to a backend. Every other field reaches every call
 # (tools, logprobs, backend-specific knobs), as it would reach the plain model.
 OWN_FIELDS = ("model", "messages", "n", "stream", "stream_options", "moa", "optillm_approach")
+# The built-in defaults are the algorithms' own (`Recipe`'s), defined there once; `trace` is ours.
+_RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe) if f.default is not dataclasses.MISSING}
 BUILT_IN: dict[str, Any] = {
-    "samples": 6,
-    "temperature": 0.7,
-    "layers": 1,
-    "window": 6,
-    "synthesis_slots": 3,
-    "mode": "synthesize",
-    "placement": "system",
-    "min_samples": 1,
-    "timeout": 120.0,
-    "include_reasoning": False,
+    "samples": DEFAULT_SAMPLES,
+    **{key: _RECIPE_DEFAULTS[key] for key in ("temperature", "layers", "window", "synthesis_slots", "mode",
+                                              "placement", "min_samples", "timeout", "include_reasoning")},
     "trace": False,
 }
 
@@ -222,6 +218,13 @@ def plan(approach: str, model: str, body: Mapping[str, Any] | None, messages: An
     _check_repeats(fields.n, recipe, server.caps)
     hedging = server.hedging.policy(planned=max_calls(recipe), runs=fields.n, cap=server.caps.calls)
     return Plan(recipe=recipe, trace=settings["trace"], hedging=hedging)
+
+
+def request_timeout(server: ServerConfig) -> float:
+    """The deadline of a request that sets none itself (a plain model's): the server's default,
+    within its cap."""
+    default = server.defaults.timeout if server.defaults.timeout is not None else BUILT_IN["timeout"]
+    return float(min(default, server.caps.timeout))
 
 
 def _preset(server: ServerConfig, name: str | None) -> Options:

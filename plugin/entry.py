@@ -1,25 +1,28 @@
 """optillm's plugin contract for the four approaches: parse, call the core, return.
 
-`run(system_prompt, initial_query, client, model, request_config, messages)` returns
-`(answer, completion_tokens)`: all optillm can carry. `selfmoa serve` answers single-approach
-requests itself, with complete replies; this path serves `&`/`|` combinations and stock optillm.
-Failures are raised as `PublicError`s, and noted in the request scope so that `selfmoa serve`
-can answer with their status instead of optillm's 500.
+`run(system_prompt, initial_query, client, model, request_config, messages)` is synchronous, so
+each call runs the async core on a loop of its own, with the client optillm hands us (an
+`openai.OpenAI` is spoken to over the wire directly, optillm's LiteLLM wrapper through LiteLLM's
+async API). A single-approach request (optillm passes its `messages` then) gets a complete
+`chat.completion` dict, which optillm 0.4.0 returns and streams as it is; in `&`/`|` combinations
+optillm passes no messages and can only carry `(text, completion_tokens)`, so that is what it gets.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from selfmoa.approaches import OpenAIBackend
+from selfmoa.approaches import DEFAULT_ENDPOINT, Backend, Outcome, backend_for
 from selfmoa.approaches.prompts import candidate_of
 
-from .answering import PublicError, outcome, prepare
-from .runtime import current_runtime
-from .scope import current_scope
+from .answering import Job, answer, prepare
+from .replies import Reply
+from .runtime import configured_path, runtime_for
+from .scope import RequestScope
 
-PluginRun = Callable[..., tuple[str, int]]
+PluginRun = Callable[..., Any]
 
 
 def make_run(slug: str) -> PluginRun:
@@ -32,26 +35,38 @@ def make_run(slug: str) -> PluginRun:
         model: str,
         request_config: dict[str, Any] | None = None,
         messages: list[dict[str, Any]] | None = None,
-    ) -> tuple[str, int]:
+    ) -> Any:
+        scope = RequestScope()
+        runtime = runtime_for(configured_path())
         conversation = messages or conversation_from(system_prompt, initial_query)
-        scope = current_scope()
-        try:
-            job = prepare(slug, model, request_config or {}, conversation, OpenAIBackend(client), current_runtime(),
-                          scope)
-            result = outcome(job)
-        except PublicError as error:
-            if scope is not None and not error.abandoned:  # an abandoned run is not why the request failed
-                scope.errors.append(error)
-                scope.stop.set()  # the request fails with this: another `|` branch stops now
-            raise
-        if result.answer.tool_calls:  # optillm carries only text: a tool call goes in its text form
-            candidate = candidate_of(result.answer)
-            return (candidate.text if candidate else ""), result.completion_tokens
-        return result.text, result.completion_tokens
+        backends: dict[str, Backend] = {DEFAULT_ENDPOINT: backend_for(client), **runtime.endpoints()}
+        job = prepare(slug, model, request_config or {}, conversation, backends, runtime, scope)
+        outcome = asyncio.run(_answer(job))
+        if messages is None:  # a step of a combination: optillm carries only text
+            return as_text(outcome), outcome.completion_tokens
+        return Reply(f"{slug}-{model}").completion([outcome], None)
 
     run.__name__ = f"run_{slug}"
     run.__doc__ = f"optillm entry point of the {slug} approach."
     return run
+
+
+async def _answer(job: Job) -> Outcome:
+    try:
+        return await answer(job)
+    finally:
+        for backend in job.caller.backends.values():
+            closing = getattr(backend, "aclose", None)
+            if closing is not None:
+                await closing()  # the connections this run opened on its own loop
+
+
+def as_text(outcome: Outcome) -> str:
+    """The answer as text: a tool call in its text form (optillm carries only text)."""
+    if outcome.answer.tool_calls:
+        candidate = candidate_of(outcome.answer)
+        return candidate.text if candidate else ""
+    return outcome.text
 
 
 def conversation_from(system_prompt: str, initial_query: str) -> list[dict[str, Any]]:

@@ -1,30 +1,36 @@
 """Every touch of optillm's internals, in one place, checked when `selfmoa serve` starts.
 
-selfmoa runs optillm's own server module and reaches into it for its routing (which approach a
-request selects), its upstream client (its `--base-url`, keys, LiteLLM fallback), its plugin
-registry and its Flask app. Those are module attributes, not a public API: `Optillm.load()`
-checks that each one exists and stops the server with the optillm version it needs if not,
-instead of letting a request discover it.
+selfmoa runs optillm's own server module and reaches into it for its command line and settings,
+its routing (which approach a request selects), its plugin registry, its own approaches (run with
+a client we hand them) and its Flask app (for the routes we do not answer ourselves). Those are
+module attributes, not a public API: `Optillm.load()` checks that each one exists and stops the
+server with the optillm version it needs if not, instead of letting a request discover it.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import importlib
 import importlib.metadata
+import io
+import logging
+import re
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 SUPPORTED = ">=0.4.0,<0.5"
 REQUIRED = (
-    "app", "server_config", "plugin_approaches", "known_approaches", "load_plugins", "parse_combined_approach",
-    "parse_conversation", "strip_optillm_approach_tags", "get_config", "none_approach", "main",
+    "app", "server_config", "plugin_approaches", "known_approaches", "load_plugins", "parse_args",
+    "parse_combined_approach", "parse_conversation", "strip_optillm_approach_tags", "execute_single_approach",
+    "tagged_conversation_to_messages", "count_reasoning_tokens", "init_cepo_config", "get_config",
 )
 VIEWS = ("proxy", "proxy_models")
+_SKIPPED = re.compile(r"Error loading (?:package|local) plugin (\S+?)(?:_plugin)?\.py: (.*)")
+
+log = logging.getLogger("selfmoa")
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,6 @@ class Optillm:
 
     def __init__(self, server: ModuleType) -> None:
         self.server = server
-        self._clients: Callable[[str, str], Any] = functools.lru_cache(maxsize=32)(self._client_for_key)
 
     @classmethod
     def load(cls) -> Optillm:
@@ -58,6 +63,56 @@ class Optillm:
         if missing:
             raise HostError(f"selfmoa needs optillm {SUPPORTED}; optillm {_version()} lacks {', '.join(missing)}")
         return cls(server)
+
+    # --- start-up -------------------------------------------------------------------------------
+
+    def configure(self, argv: list[str], plugins: Mapping[str, Callable[..., Any]], plugins_dir: str,
+                  load_files: Callable[[dict[str, Any], str], None]) -> None:
+        """What optillm's `main()` does before it runs its server: plugins loaded (ours and
+        `plugins_dir`'s included: 0.4.0 loads plugins before it parses `--plugins-dir`), its flags
+        parsed into its settings, its log level and CePO settings applied."""
+        server = self.server
+        if plugins_dir:
+            server.server_config["plugins_dir"] = plugins_dir
+        self._load_plugins_quietly()
+        if plugins_dir:
+            load_files(server.plugin_approaches, plugins_dir)
+        for slug, run in plugins.items():
+            server.plugin_approaches.setdefault(slug, run)
+        with _argv(argv):
+            server.server_config.update(vars(server.parse_args()))
+        level = getattr(logging, str(server.server_config.get("log", "info")).upper(), logging.INFO)
+        logging.getLogger().setLevel(level)
+        server.cepo_config = server.init_cepo_config(server.server_config)
+        if server.server_config.get("batch_mode"):
+            log.warning("selfmoa: optillm's --batch-mode is not supported by selfmoa serve; requests run unbatched")
+
+    def help_text(self) -> str:
+        """optillm's own `--help`, for `selfmoa serve --help`."""
+        out = io.StringIO()
+        with _argv(["--help"]), contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            self.server.parse_args()
+        return out.getvalue()
+
+    def _load_plugins_quietly(self) -> None:
+        """optillm's plugins, with one INFO line naming those the lean install cannot load
+        instead of an ERROR line for each (they need torch, spacy, selenium, ...)."""
+        skipped = _Skipped()
+        logger = logging.getLogger("optillm.server")
+        logger.addFilter(skipped)
+        try:
+            self.server.load_plugins()
+        finally:
+            logger.removeFilter(skipped)
+        if skipped.names:
+            log.info("selfmoa: optillm plugins not loaded (their extra dependencies are not installed: "
+                     "`make setup-full` installs them): %s", ", ".join(skipped.names))
+
+    # --- settings and routing ---------------------------------------------------------------------
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.server.server_config  # type: ignore[no-any-return]
 
     @property
     def app(self) -> Any:
@@ -80,76 +135,63 @@ class Optillm:
             routed, self.server.known_approaches, self.server.plugin_approaches)
         return Route(operation, list(approaches), actual)
 
+    def is_approach(self, name: str) -> bool:
+        return name in self.server.known_approaches or name in self.server.plugin_approaches
+
     def without_tags(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The conversation with optillm's `<optillm_approach>` routing tags removed."""
         return list(self.server.strip_optillm_approach_tags(messages))
 
-    def upstream_client(self, bearer: str | None) -> Any:
-        """The client optillm would use for this request: a client's `sk-` key passes through,
-        as optillm does it (one client per key, reused), else optillm's configured client."""
-        if bearer and bearer.startswith("sk-"):
-            return self._clients(bearer, self.server.server_config.get("base_url", ""))
+    # --- optillm's own approaches -------------------------------------------------------------------
+
+    def flattened(self, messages: list[dict[str, Any]]) -> tuple[str, str]:
+        """(system prompt, query) as optillm's approaches read a conversation."""
+        system, query, _ = self.server.parse_conversation(messages)
+        return system, query
+
+    def execute(self, approach: str, system: str, query: str, client: Any, model: str,
+                request_config: dict[str, Any], messages: list[dict[str, Any]] | None) -> Any:
+        """One of optillm's approaches (or a plugin) as optillm runs it: `(answer, tokens)`."""
+        return self.server.execute_single_approach(approach, system, query, client, model, request_config, None,
+                                                   messages)
+
+    def final_text(self, answer: str) -> str:
+        """An approach's answer as optillm returns it (a tagged conversation: its last turn)."""
+        turns = self.server.tagged_conversation_to_messages(answer)
+        return turns[-1]["content"] if isinstance(turns, list) and turns else answer
+
+    def reasoning_tokens(self, text: str) -> int:
+        return int(self.server.count_reasoning_tokens(text))
+
+    def default_client(self) -> Any:
+        """optillm's own configured client (Azure, Cerebras, LiteLLM: the providers we do not speak
+        to over the wire ourselves)."""
         return self.server.get_config()[0]
 
-    def _client_for_key(self, key: str, base_url: str) -> Any:
-        from openai import OpenAI
 
-        return OpenAI(api_key=key, base_url=base_url) if base_url else OpenAI(api_key=key)
+class _Skipped(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
 
-    def build_client_once(self) -> None:
-        """optillm builds (and never closes) a new provider client on every request; one will do."""
-        setattr(self.server, "get_config", functools.lru_cache(maxsize=1)(self.server.get_config))  # noqa: B010
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = _SKIPPED.match(record.getMessage())
+        if found is None:
+            return record.levelno > logging.INFO  # optillm's own "Looking for..." chatter is kept out too
+        missing = re.search(r"No module named '([^']+)'", found.group(2))
+        name = found.group(1).rsplit("/", 1)[-1]
+        self.names.append(f"{name} ({missing.group(1) if missing else found.group(2)})")
+        return False
 
-    def register(self, plugins: Mapping[str, Callable[..., Any]], plugins_dir: str,
-                 load_files: Callable[[dict[str, Any], str], None]) -> None:
-        """Add `plugins` when optillm loads its own, and honour `plugins_dir` (0.4.0 loads plugins
-        before it parses its `--plugins-dir` flag)."""
-        original = self.server.load_plugins
 
-        def load_plugins() -> None:
-            if plugins_dir:
-                self.server.server_config["plugins_dir"] = plugins_dir
-            original()
-            if plugins_dir:
-                load_files(self.server.plugin_approaches, plugins_dir)
-            for slug, run in plugins.items():
-                self.server.plugin_approaches.setdefault(slug, run)
-
-        setattr(self.server, "load_plugins", load_plugins)  # noqa: B010
-
-    def stamp_arrivals(self, key: str) -> None:
-        """Put the time each request reached the server into its WSGI environ under `key`, before
-        Flask (or any hook on its app, optillm's included) does any work for it: a deadline that
-        starts later does not count the time the server took to dispatch the request."""
-        inner = self.app.wsgi_app
-
-        def stamped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-            environ.setdefault(key, time.monotonic())
-            return inner(environ, start_response)
-
-        self.app.wsgi_app = stamped
-
-    def wrap_view(self, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-        self.app.view_functions[name] = wrap(self.app.view_functions[name])
-
-    def on_upstream_error(self, record: Callable[[Exception], None]) -> None:
-        """Call `record` with the exception of optillm's pass-through (`none`) call, which optillm
-        itself turns into a 500 carrying only its text."""
-        original = self.server.none_approach
-
-        @functools.wraps(original)
-        def none_approach(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return original(*args, **kwargs)
-            except Exception as error:
-                record(error)
-                raise
-
-        setattr(self.server, "none_approach", none_approach)  # noqa: B010
-
-    def main(self, argv: list[str]) -> None:
-        sys.argv = ["optillm", *argv]
-        self.server.main()
+@contextlib.contextmanager
+def _argv(argv: list[str]) -> Iterator[None]:
+    saved = sys.argv
+    sys.argv = ["selfmoa serve", *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 def _version() -> str:

@@ -1,5 +1,5 @@
 """The OpenAI wire shapes of our replies: `chat.completion` bodies, stream chunks, error bodies,
-and the optional `selfmoa` trace. Pure functions of plain values: no Flask here."""
+and the optional `selfmoa` trace. Pure functions of plain values: no web framework here."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def usage_body(usages: Iterable[Usage]) -> dict[str, Any]:
         total.add(usage)
     return {"prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens,
             "total_tokens": total.prompt_tokens + total.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": total.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": total.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": total.reasoning_tokens}}
 
 
 def trace(slug: str, recipe: Recipe, outcome: Outcome, wall: float, secrets: Sequence[str]) -> dict[str, Any]:

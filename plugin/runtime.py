@@ -1,5 +1,10 @@
-"""Process-wide state, built lazily once per server config: the config itself, the backends of its
-named endpoints (one client per endpoint, reused), and what backends have shown they refuse."""
+"""What a process knows once it has read its server file: the configuration, what backends have
+shown (`BackendMemory`), and the secrets to keep out of every log line, reply and error.
+
+`selfmoa serve` builds one `Runtime` in its lifespan (`service.py`) and hands it to the routes.
+Stock optillm gives a plugin no such place, so its entry (`entry.py`) finds the runtime of the file
+SELFMOA_CONFIG names through `runtime_for`, built once per process.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from openai import OpenAI
+import aiohttp
 
-from selfmoa.approaches import Backend, BackendMemory, OpenAIBackend
+from selfmoa.approaches import Backend, BackendMemory, WireBackend
 
 from .config import ServerConfig, load_server_config
 
@@ -22,27 +27,31 @@ _ENV_SECRETS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "CEREBRAS_API_KEY", "O
 @dataclass(frozen=True)
 class Runtime:
     config: ServerConfig
-    backends: dict[str, Backend]
     memory: BackendMemory
     secrets: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: str | None) -> Runtime:
+        """The runtime of the server file at `path` (None: built-in defaults only)."""
+        config = load_server_config(path)
+        keys = [e.api_key.get_secret_value() for e in config.endpoints.values()]
+        keys += [os.environ[name] for name in _ENV_SECRETS if os.environ.get(name)]
+        return cls(config, BackendMemory(), tuple(k for k in keys if len(k) >= 4))
+
+    def endpoints(self, session: aiohttp.ClientSession | None = None) -> dict[str, Backend]:
+        """The server file's named endpoints as backends (over `session`, or their own)."""
+        return {name: WireBackend(endpoint.base_url, endpoint.api_key.get_secret_value(), session=session)
+                for name, endpoint in self.config.endpoints.items()}
 
 
 @functools.lru_cache(maxsize=8)
 def runtime_for(path: str | None) -> Runtime:
-    config = load_server_config(path)
-    backends: dict[str, Backend] = {
-        name: OpenAIBackend(OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key.get_secret_value(),
-                                   max_retries=0))
-        for name, endpoint in config.endpoints.items()
-    }
-    keys = [e.api_key.get_secret_value() for e in config.endpoints.values()]
-    keys += [os.environ[name] for name in _ENV_SECRETS if os.environ.get(name)]
-    return Runtime(config, backends, BackendMemory(), tuple(k for k in keys if len(k) >= 4))
+    """The process's runtime for stock optillm's plugin entry (see the module docstring)."""
+    return Runtime.load(path)
 
 
-def current_runtime() -> Runtime:
-    """The runtime of the config named by SELFMOA_CONFIG (`selfmoa serve --moa-config` sets it)."""
-    return runtime_for(os.environ.get("SELFMOA_CONFIG") or None)
+def configured_path() -> str | None:
+    return os.environ.get("SELFMOA_CONFIG") or None
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

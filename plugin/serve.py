@@ -1,99 +1,70 @@
-"""`selfmoa serve`: optillm's own proxy with the four approaches registered and answered natively.
+"""`selfmoa serve`: optillm's proxy with the four approaches, on uvicorn (`app.py`).
 
-On top of stock optillm 0.4.0 (every touch of its internals is in `host.py`): our approaches are
-answered by our own route (`route.py`), its `--plugins-dir` is honoured (0.4.0 loads plugins
-before it parses that flag), every error is OpenAI-shaped, keys are redacted from every log line,
-and the upstream client is built once per process instead of once per request.
+Our own flags are read here; every other flag is optillm's, parsed by optillm itself (its
+`--base-url`, `--port`, `--approach`, ...), so they all keep working. `--workers N` runs N
+processes on one port, each with its own app built from the same options.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
+import argparse
 import os
 from pathlib import Path
-from typing import Any
 
-from . import route
-from .config import SLUGS
-from .entry import make_run
-from .host import Optillm
-from .runtime import current_runtime, redact
+import uvicorn
+
+from .app import ServeOptions, configured_host, create_app
+from .runtime import Runtime
 from .validation import ConfigError
 
-log = logging.getLogger("selfmoa")
+OURS = """\
+selfmoa's own options (every other option is optillm's, below):
+  --moa-config PATH     the server YAML: defaults, presets, caps, endpoints, hedging (else $SELFMOA_CONFIG)
+  --workers N           worker processes serving one port (default 1)
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    ours = argparse.ArgumentParser(prog="selfmoa serve", add_help=False)
+    ours.add_argument("--moa-config")
+    ours.add_argument("--workers", type=int, default=1)
+    ours.add_argument("-h", "--help", action="store_true")
+    return ours
 
 
 def serve(argv: list[str]) -> None:
-    """Run optillm's server with `argv` (every optillm flag, plus `--moa-config PATH`)."""
-    moa_config, argv = take_option(argv, "--moa-config")
-    if moa_config:
-        os.environ["SELFMOA_CONFIG"] = str(Path(moa_config).resolve())
+    """Run the proxy with `argv` (our options and every optillm flag)."""
+    options, optillm_argv = parser().parse_known_args(argv)
+    if options.help:
+        print(f"usage: selfmoa serve [selfmoa options] [optillm options]\n\n{OURS}")
+        print(configured_host(ServeOptions()).help_text().replace("usage: selfmoa serve", "optillm options:", 1))
+        return
+    if options.workers < 1:
+        raise SystemExit("selfmoa serve: --workers must be at least 1")
+    config_path = str(Path(options.moa_config).resolve()) if options.moa_config else os.environ.get("SELFMOA_CONFIG")
+    if config_path:
+        os.environ["SELFMOA_CONFIG"] = config_path  # stock optillm's plugin entry reads it, in this process too
     try:
-        current_runtime()
+        Runtime.load(config_path)
     except ConfigError as error:
         raise SystemExit(f"selfmoa: bad server configuration: {error}") from None
-    host = Optillm.load()
-    install(host, option_value(argv, "--plugins-dir") or os.environ.get("OPTILLM_PLUGINS_DIR", ""))
-    host.main(argv)
+    plugins_dir = _option(optillm_argv, "--plugins-dir") or os.environ.get("OPTILLM_PLUGINS_DIR", "")
+    chosen = ServeOptions(optillm_argv, config_path, plugins_dir, options.workers)
+    host = configured_host(chosen)
+    address = {"host": str(host.settings["host"]), "port": int(host.settings["port"])}
+    quiet = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 30}
+    if chosen.workers == 1:
+        uvicorn.run(create_app(chosen, host), **address, **quiet)  # type: ignore[arg-type]
+        return
+    chosen.to_environment()
+    uvicorn.run("selfmoa.app:from_environment", factory=True, workers=chosen.workers, **address, **quiet)  # type: ignore[arg-type]
 
 
-def install(host: Optillm, plugins_dir: str = "") -> None:
-    """Our approaches in optillm's registry (for combinations), our route and hooks on its app."""
-    host.register({slug: make_run(slug) for slug in SLUGS}, plugins_dir, load_plugin_files)
-    host.build_client_once()
-    route.install(host)
-    secrets = current_runtime().secrets
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter(secrets))
-
-
-def load_plugin_files(registry: dict[str, Any], directory: str) -> None:
-    """Plugins placed directly in `directory` (optillm itself only looks in `directory/optillm/plugins`)."""
-    for path in sorted(Path(directory).glob("*.py")):
-        spec = importlib.util.spec_from_file_location(f"selfmoa_user_plugin_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            continue
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as error:  # a broken user plugin must not stop the server
-            log.error("selfmoa: cannot load plugin %s: %s", path, error)
-            continue
-        if hasattr(module, "SLUG") and hasattr(module, "run"):
-            registry[module.SLUG] = module.run
-            log.info("selfmoa: loaded plugin %s from %s", module.SLUG, directory)
-
-
-class RedactingFilter(logging.Filter):
-    """Keeps keys out of every log line, optillm's included."""
-
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message, self.secrets)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-def take_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
-    """Remove `name VALUE` / `name=VALUE` from argv; returns (value, the rest)."""
-    rest, value, skip = [], None, False
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of `name VALUE` or `name=VALUE` in argv."""
     for index, arg in enumerate(argv):
-        if skip:
-            skip = False
-        elif arg == name and index + 1 < len(argv):
-            value, skip = argv[index + 1], True
-        elif arg.startswith(f"{name}="):
-            value = arg.split("=", 1)[1]
-        else:
-            rest.append(arg)
-    return value, rest
-
-
-def option_value(argv: list[str], name: str) -> str | None:
-    return take_option(argv, name)[0]
+        if arg == name and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None

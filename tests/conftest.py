@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
 
-from selfmoa.approaches import BackendMemory, Caller, Deadline, Hedging, Proposer, Recipe
+from selfmoa.approaches import BackendMemory, Caller, Deadline, Event, Hedging, Proposer, Recipe, moa_events
 from selfmoa.sim import BackgroundSim
 from tests.fakes import FakeBackend
 from tests.live import Proxy, SimLog
@@ -33,6 +35,14 @@ def fake() -> FakeBackend:
 def make_caller(backend: FakeBackend, *, timeout: float = 10.0, memory: BackendMemory | None = None,
                 hedging: Hedging | None = None) -> Caller:
     return Caller({"default": backend}, memory or BackendMemory(), Deadline(timeout), hedging=hedging or Hedging())
+
+
+def events_of(recipe: Recipe, messages: list[dict[str, Any]], caller: Caller, *, stream: bool = True) -> list[Event]:
+    """Every event of a run, read through `moa_events` as a streaming server reads them."""
+    async def read() -> list[Event]:
+        return [event async for event in moa_events(recipe, messages, caller, stream=stream)]
+
+    return asyncio.run(read())
 
 
 def make_recipe(samples: int = 6, model: str = "m", **fields: object) -> Recipe:

@@ -1,18 +1,21 @@
 """A scriptable `Backend` for unit tests of the algorithms (no HTTP, no client library).
 
 `FakeBackend(script)` calls `script(call)` for every call; the script returns a list of outputs
-(one per choice: a string, a `(content, finish_reason)` tuple or a `Choice`) or raises, e.g.
-`status_error(429, ...)` (an `openai` error, classified as the real adapter does) or any
-`SelfMoAError`. Every call is recorded; a call's kind is read from the prompt's structure (fenced
-candidates, the select reply form, the references instructions), never from its wording.
+(one per choice: a string, a `(content, finish_reason)` tuple or a `Choice`), or an awaitable of
+one (`later(seconds, outputs)`, `hang(call)`), or raises, e.g. `status_error(429, ...)` (an `openai`
+error, classified as the real adapters do) or any `SelfMoAError`. Every call is recorded; a call's
+kind is read from the prompt's structure (fenced candidates, the select reply form, the
+references instructions), never from its wording. A call cancelled by its caller is marked so.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +23,7 @@ import httpx
 import openai
 
 from selfmoa.approaches import Choice, Chunk, Completion, Delta, Usage
-from selfmoa.approaches.backend import classify
+from selfmoa.approaches.classify import classify
 from selfmoa.approaches.prompts import CANDIDATE_PATTERN, REFERENCES_INSTRUCTIONS, SELECT_REPLY_FORM
 
 _REFERENCES_HEAD = REFERENCES_INSTRUCTIONS.split("{candidates}")[0][:60]
@@ -36,6 +39,7 @@ class Call:
     timeout: float = 0.0
     started: float = 0.0
     ended: float = 0.0
+    cancelled: bool = False
 
     @property
     def prompt(self) -> str:
@@ -74,10 +78,16 @@ def status_error(status: int, message: str = "error", *, param: str | None = Non
     return kind(message, response=response, body=body)
 
 
-def hang(call: Call) -> list[str]:
+async def hang(call: Call) -> list[str]:
     """A call that never answers: it ends when its own timeout does, as a real client's would."""
-    threading.Event().wait(call.timeout)
+    await asyncio.sleep(call.timeout)
     raise openai.APITimeoutError(request=httpx.Request("POST", "http://fake/v1/chat/completions"))
+
+
+async def later(seconds: float, outputs: Any) -> Any:
+    """`outputs`, after `seconds` (a slow call)."""
+    await asyncio.sleep(seconds)
+    return outputs
 
 
 def default_script(call: Call) -> list[str]:
@@ -101,29 +111,34 @@ class FakeBackend:
     script: Script = default_script
     calls: list[Call] = field(default_factory=list)
     delay: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def complete(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
-                 timeout: float) -> Completion:
-        choices = self._run(model, messages, params, timeout, stream=False)
+    async def complete(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
+                       timeout: float) -> Completion:
+        choices = await self._run(model, messages, params, timeout, stream=False)
         return Completion(choices=choices, usage=Usage(prompt_tokens=5, completion_tokens=10 * len(choices)))
 
-    def stream(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
-               timeout: float) -> Iterator[Chunk]:
-        choice = self._run(model, messages, params, timeout, stream=True)[0]
-        return _chunks(choice)
+    @asynccontextmanager
+    async def stream(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
+                     timeout: float) -> AsyncIterator[AsyncIterator[Chunk]]:
+        choice = (await self._run(model, messages, params, timeout, stream=True))[0]
+        yield _chunks(choice)
 
-    def _run(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], timeout: float,
-             stream: bool) -> list[Choice]:
+    async def _run(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], timeout: float,
+                   stream: bool) -> list[Choice]:
         rest = {k: v for k, v in params.items() if k != "n"}
         call = Call(model=model, messages=list(messages), n=int(params.get("n", 1)), params=rest, stream=stream,
                     timeout=timeout, started=time.monotonic())
-        with self._lock:
-            self.calls.append(call)
-        if self.delay:
-            time.sleep(self.delay)
+        self.calls.append(call)
         try:
-            return [as_choice(output) for output in self.script(call)]
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            outputs = self.script(call)
+            if inspect.isawaitable(outputs):
+                outputs = await outputs
+            return [as_choice(output) for output in outputs]
+        except asyncio.CancelledError:
+            call.cancelled = True
+            raise
         except Exception as error:
             raise classify(model, error) from None
         finally:
@@ -133,7 +148,7 @@ class FakeBackend:
         return [c for c in self.calls if c.kind == kind]
 
 
-def _chunks(choice: Choice) -> Iterator[Chunk]:
+async def _chunks(choice: Choice) -> AsyncIterator[Chunk]:
     """A reply streamed word by word, then its finish and its usage, as servers send them."""
     for piece in re.findall(r"\s*\S+\s*|\s+", choice.content):
         yield Chunk(deltas=[Delta(content=piece)])

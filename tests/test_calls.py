@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from unittest.mock import AsyncMock
+
 import pytest
 from pytest_mock import MockerFixture
 
-from selfmoa.approaches import BackendError, BackendMemory, Caller, Deadline, RetryPolicy, Stop
+from selfmoa.approaches import BackendError, BackendMemory, Caller, Deadline, RetryPolicy
 from selfmoa.approaches.calls import adapt
 from tests.fakes import Call, FakeBackend, status_error
 
@@ -29,39 +32,39 @@ def failing_first(errors: list[Exception]) -> FakeBackend:
 
 def test_transient_failures_are_retried() -> None:
     client = failing_first([status_error(500, "boom"), status_error(503, "busy"), status_error(429, "slow down")])
-    reply = caller_for(client).complete("default", "m", USER, {})
+    reply = asyncio.run(caller_for(client).complete("default", "m", USER, {}))
     assert reply.choices[0].content == "ok" and len(client.calls) == 4
 
 
 def test_retry_after_is_honoured(mocker: MockerFixture) -> None:
-    sleep = mocker.patch.object(Stop, "wait", return_value=False)  # the pause between tries
+    sleep = mocker.patch("asyncio.sleep", new_callable=AsyncMock)  # the pause between tries
     client = failing_first([status_error(429, "slow down", headers={"Retry-After": "4.5"})])
-    caller_for(client).complete("default", "m", USER, {})
+    asyncio.run(caller_for(client).complete("default", "m", USER, {}))
     assert len(client.calls) == 2
     (pause,), _ = sleep.call_args
     assert pause >= 4.5  # the server's wish wins over the (shorter) backoff
 
 
 def test_backoff_grows_exponentially_with_jitter(mocker: MockerFixture) -> None:
-    sleep = mocker.patch.object(Stop, "wait", return_value=False)  # the pause between tries
+    sleep = mocker.patch("asyncio.sleep", new_callable=AsyncMock)  # the pause between tries
     mocker.patch("selfmoa.approaches.calls.random.uniform", side_effect=lambda low, high: high)
     client = failing_first([status_error(503, "busy")] * 4)
     caller = Caller({"default": client}, BackendMemory(), Deadline(60), RetryPolicy(base=0.5, cap=3.0))
-    caller.complete("default", "m", USER, {})
+    asyncio.run(caller.complete("default", "m", USER, {}))
     assert [c.args[0] for c in sleep.call_args_list] == [1.0, 2.0, 3.0, 3.0]  # 0.5 * 2^attempt, capped
 
 
 def test_retries_stop_at_the_deadline_with_the_backend_message() -> None:
     client = FakeBackend(lambda call: (_ for _ in ()).throw(status_error(500, "upstream exploded")))
     with pytest.raises(BackendError, match="m: HTTP 500: upstream exploded"):
-        caller_for(client, timeout=0.5).complete("default", "m", USER, {})
+        asyncio.run(caller_for(client, timeout=0.5).complete("default", "m", USER, {}))
     assert len(client.calls) >= 2
 
 
 def test_client_errors_are_not_retried() -> None:
     client = FakeBackend(lambda call: (_ for _ in ()).throw(status_error(404, "no such model")))
     with pytest.raises(BackendError, match="HTTP 404: no such model"):
-        caller_for(client).complete("default", "m", USER, {})
+        asyncio.run(caller_for(client).complete("default", "m", USER, {}))
     assert len(client.calls) == 1
 
 
@@ -77,10 +80,10 @@ def test_refused_parameters_are_adapted_once_and_remembered(param: str, message:
         return ["ok"]
 
     client, memory = FakeBackend(picky), BackendMemory()
-    caller_for(client, memory=memory).complete("default", "m", USER, {"max_tokens": 50, "temperature": 0.7})
+    asyncio.run(caller_for(client, memory=memory).complete("default", "m", USER, {"max_tokens": 50, "temperature": 0.7}))  # noqa: E501
     assert len(client.calls) == 2 and client.calls[1].params == expected
     client.calls.clear()
-    caller_for(client, memory=memory).complete("default", "m", USER, {"max_tokens": 50, "temperature": 0.7})
+    asyncio.run(caller_for(client, memory=memory).complete("default", "m", USER, {"max_tokens": 50, "temperature": 0.7}))  # noqa: E501
     assert len(client.calls) == 1 and client.calls[0].params == expected
 
 
@@ -90,8 +93,8 @@ def test_adapt_renames_max_tokens() -> None:
 
 def test_calls_and_tokens_are_counted_in_all_and_per_model() -> None:
     caller = caller_for(FakeBackend())
-    caller.complete("default", "m", USER, {}, n=3)
-    caller.complete("default", "other", USER, {})
+    asyncio.run(caller.complete("default", "m", USER, {}, n=3))
+    asyncio.run(caller.complete("default", "other", USER, {}))
     usage, by_model = caller.spent()
     assert (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (2, 10, 40)
     assert (by_model["m"].calls, by_model["m"].completion_tokens) == (1, 30)

@@ -1,5 +1,6 @@
 """Hedged calls: a proposal or aggregation call that has not answered when it should have is raced
-by an identical call; the first usable answer wins, the other stops (no retry of it goes out).
+by an identical call; the first usable answer wins, the other is cancelled (no retry of it goes
+out), and the process races at most a share of its calls in flight.
 
 Counted, not timed: the races here wait at least a second for a call that the fake backend answers
 at once or never (a hung call ends at its own timeout, as a real client's does), so a slow machine
@@ -8,7 +9,7 @@ cannot start a race these tests do not expect.
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +20,34 @@ from selfmoa.answering import prepare
 from selfmoa.approaches import (
     AnswerDelta,
     BackendMemory,
+    Caller,
+    Deadline,
     Done,
     Hedging,
     NotEnoughProposals,
     RetryPolicy,
-    moa_events,
+    run,
     run_moa,
 )
 from selfmoa.config import ServerConfig, load_server_config, plan
 from selfmoa.runtime import Runtime
 from selfmoa.validation import ConfigError
-from tests.conftest import make_caller, make_recipe
-from tests.fakes import Call, FakeBackend, default_script, hang, status_error
+from tests.conftest import events_of, make_caller, make_recipe
+from tests.fakes import Call, FakeBackend, default_script, hang, later, status_error
 
 USER = [{"role": "user", "content": "What is 6 x 7?"}]
 RACE = Hedging(min_delay=1.0, after_share=0.1)  # with a 10 s deadline: race after 1 s on the wire
 
 
 class Calls:
-    """The calls of one kind a script has seen, numbered in order of arrival (thread-safe)."""
+    """The calls of one kind a script has seen, numbered in order of arrival."""
 
     def __init__(self) -> None:
         self.seen: list[Call] = []
-        self.lock = threading.Lock()
 
     def add(self, call: Call) -> int:
-        with self.lock:
-            self.seen.append(call)
-            return len(self.seen)
+        self.seen.append(call)
+        return len(self.seen)
 
 
 def test_a_hung_n_call_is_raced_and_its_samples_count_once() -> None:
@@ -122,23 +123,24 @@ def test_a_call_waiting_out_retry_after_is_not_raced() -> None:
     assert len(aggregations.seen) == 2 and caller.raced == 0  # the 429 and its retry 2 s later: no race between
 
 
-def test_a_loser_is_not_retried_once_the_request_is_answered() -> None:
-    aggregations, release, loser = Calls(), threading.Event(), []
+def test_the_loser_is_cancelled_once_the_race_is_won() -> None:
+    aggregations = Calls()
+
+    async def fails_late(call: Call) -> list[str]:
+        await asyncio.sleep(5)
+        raise status_error(500, "failed after the race was won")  # a retry would follow at once
 
     def script(call: Call) -> Any:
         if call.kind == "aggregate" and aggregations.add(call) == 1:
-            loser.append(threading.current_thread())
-            release.wait(10)
-            raise status_error(500, "failed after the race was won")  # a retry would follow at once
+            return fails_late(call)
         return default_script(call)
 
     client = FakeBackend(script)
     caller = make_caller(client, hedging=RACE)
     caller.retry = RetryPolicy(base=0.01)
     outcome = run_moa(make_recipe(samples=2), USER, caller)
-    release.set()
-    loser[0].join(10)
     assert outcome.text == "synthesis of 2" and len(aggregations.seen) == 2
+    assert aggregations.seen[0].cancelled and not aggregations.seen[1].cancelled  # its connection closed
     assert outcome.calls == len(client.calls)  # what the log line counts is what the backend saw
 
 
@@ -150,8 +152,7 @@ def test_a_hung_streamed_aggregation_is_raced() -> None:
             return hang(call)
         return default_script(call)
 
-    events = list(moa_events(make_recipe(samples=3), USER, make_caller(FakeBackend(script), hedging=RACE),
-                             stream=True))
+    events = events_of(make_recipe(samples=3), USER, make_caller(FakeBackend(script), hedging=RACE))
     text = "".join(e.delta.content or "" for e in events if isinstance(e, AnswerDelta))
     assert text == "synthesis of 3" and isinstance(events[-1], Done)
     assert len(aggregations.seen) == 2 and all(c.stream for c in aggregations.seen)
@@ -160,7 +161,7 @@ def test_a_hung_streamed_aggregation_is_raced() -> None:
 def test_proposal_calls_may_use_the_time_the_aggregation_would_have_had() -> None:
     def slow(call: Call) -> Any:
         if call.kind == "propose":
-            threading.Event().wait(2.0)  # past the proposals' share (60% of 3 s), not past the deadline
+            return later(2.0, default_script(call))  # past the proposals' share (60% of 3 s), not the deadline
         return default_script(call)
 
     client = FakeBackend(slow)
@@ -191,11 +192,38 @@ def test_the_usual_answer_time_of_the_same_shape_of_call_decides() -> None:
 
     def slow(call: Call) -> Any:
         if call.kind == "propose":
-            threading.Event().wait(1.0)
+            return later(1.0, default_script(call))
         return default_script(call)
 
     caller = make_caller(FakeBackend(slow), memory=memory, hedging=only_usual)
     assert len(run_moa(make_recipe(samples=5), USER, caller).proposals) == 5 and caller.raced == 0
+
+
+def test_a_loaded_backend_is_not_sent_duplicates_beyond_the_processs_share() -> None:
+    """Every call slow at once (the backend is loaded): ten runs in flight, each of whose calls
+    would be raced after a second; the process races at most `max_share` of its calls in flight."""
+    def loaded(call: Call) -> Any:
+        return later(1.5, default_script(call))
+
+    async def ten_runs(share: float) -> int:
+        memory, backend = BackendMemory(), FakeBackend(loaded)
+        policy = Hedging(min_delay=1.0, after_share=0.1, max_share=share)
+        callers = [Caller({"default": backend}, memory, Deadline(10), hedging=policy) for _ in range(10)]
+        await asyncio.gather(*(run(make_recipe(samples=2), USER, caller) for caller in callers))
+        assert memory.in_flight == 0 and memory.raced_in_flight == 0  # every call accounted for at its end
+        return sum(caller.raced for caller in callers)
+
+    assert asyncio.run(ten_runs(share=1.0)) >= 10  # unthrottled: every slow proposal raced
+    assert asyncio.run(ten_runs(share=0.2)) <= 4  # 20% of the ten calls in flight, then of the aggregations
+
+
+def test_the_process_share_of_raced_calls() -> None:
+    memory = BackendMemory()
+    assert memory.may_race(0.2)  # one raced call is always allowed
+    memory.in_flight, memory.raced_in_flight = 20, 3
+    assert memory.may_race(0.2) and not memory.may_race(0.1)
+    memory.raced_in_flight = 4
+    assert not memory.may_race(0.2)
 
 
 def test_the_delay_before_a_race() -> None:

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from selfmoa.approaches import AnswerDelta, Done, Outcome, moa_events, run_moa
+from selfmoa.approaches import AnswerDelta, Done, Outcome, run_moa
 from selfmoa.approaches.hygiene import MarkupFilter, clean, says_something
 from selfmoa.approaches.prompts import CANDIDATE_RULES, SYNTHESIZE_INSTRUCTIONS
-from tests.conftest import make_caller, make_recipe
+from tests.conftest import events_of, make_caller, make_recipe
 from tests.fakes import Call, FakeBackend
 
 LEAKS = [
@@ -79,8 +79,8 @@ def echoing(*replies: str) -> FakeBackend:
 
 
 def streamed(backend: FakeBackend, **fields: object) -> tuple[str, Outcome]:
-    events = list(moa_events(make_recipe(samples=3, **fields), [{"role": "user", "content": "Capital?"}],
-                             make_caller(backend), stream=True))
+    events = events_of(make_recipe(samples=3, **fields), [{"role": "user", "content": "Capital?"}],
+                       make_caller(backend))
     text = "".join(e.delta.content or "" for e in events if isinstance(e, AnswerDelta))
     done = events[-1]
     assert isinstance(done, Done)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 from selfmoa.approaches import BackendMemory, Deadline, Proposer, run_moa
 from selfmoa.approaches.sampling import propose
 from tests.conftest import make_caller, make_recipe
-from tests.fakes import Call, FakeBackend, default_script, status_error
+from tests.fakes import Call, FakeBackend, default_script, later, status_error
 
 USER = [{"role": "user", "content": "What is 6 x 7?"}]
 
@@ -28,11 +28,11 @@ def test_refused_n_falls_back_to_single_calls_and_is_remembered() -> None:
         return default_script(call)
 
     client, memory = FakeBackend(refuses_n), BackendMemory()
-    first = propose(make_caller(client, memory=memory), [Proposer("m", 4)], USER, {}, Deadline(5))
+    first = asyncio.run(propose(make_caller(client, memory=memory), [Proposer("m", 4)], USER, {}, Deadline(5)))
     assert len(first.samples) == 4
     assert [c.n for c in client.calls] == [4, 1, 1, 1, 1]
     client.calls.clear()
-    propose(make_caller(client, memory=memory), [Proposer("m", 4)], USER, {}, Deadline(5))
+    asyncio.run(propose(make_caller(client, memory=memory), [Proposer("m", 4)], USER, {}, Deadline(5)))
     assert [c.n for c in client.calls] == [1, 1, 1, 1]  # the refusal is not paid again
 
 
@@ -41,11 +41,11 @@ def test_short_n_is_topped_up_and_the_limit_remembered() -> None:
         return [f"s{i}" for i in range(min(call.n, 2))]
 
     client, memory = FakeBackend(caps_at_two), BackendMemory()
-    batch = propose(make_caller(client, memory=memory), [Proposer("m", 5)], USER, {}, Deadline(5))
+    batch = asyncio.run(propose(make_caller(client, memory=memory), [Proposer("m", 5)], USER, {}, Deadline(5)))
     assert len(batch.samples) == 5  # never padded with copies: every sample came from a call
     assert sorted(c.n for c in client.calls) == [1, 2, 5]
     client.calls.clear()
-    propose(make_caller(client, memory=memory), [Proposer("m", 5)], USER, {}, Deadline(5))
+    asyncio.run(propose(make_caller(client, memory=memory), [Proposer("m", 5)], USER, {}, Deadline(5)))
     assert sorted(c.n for c in client.calls) == [1, 2, 2]
 
 
@@ -57,7 +57,7 @@ def test_empty_and_failed_samples_are_dropped_and_cut_off_ones_kept() -> None:
 
     client = FakeBackend(mixed)
     proposers = [Proposer("m", 4), Proposer("broken", 2)]
-    batch = propose(make_caller(client), proposers, USER, {}, Deadline(5))
+    batch = asyncio.run(propose(make_caller(client), proposers, USER, {}, Deadline(5)))
     assert [(s.text, s.candidate.cut_off) for s in batch.samples] == [("good", False), ("cut sho", True)]
     reasons = sorted(f.reason for f in batch.failures)
     assert reasons == ["HTTP 404: model not found"] * 2 + ["empty response"] * 2
@@ -100,8 +100,8 @@ def test_multi_turn_conversation_and_system_prompt_reach_every_call(fake: FakeBa
     run_moa(make_recipe(samples=2), conversation, make_caller(fake))
     proposal, aggregation = fake.calls
     assert proposal.messages == conversation
-    assert aggregation.messages[:-1] == conversation[:-1]
-    assert aggregation.messages[-1]["content"].startswith("Double it.\n\n")
+    assert aggregation.messages[1:] == conversation[1:]  # placement: system
+    assert aggregation.messages[0]["content"].startswith("You are terse.\n\n")
 
 
 def test_a_refusal_that_states_the_largest_n_is_used_for_the_batches() -> None:
@@ -111,7 +111,7 @@ def test_a_refusal_that_states_the_largest_n_is_used_for_the_batches() -> None:
         return default_script(call)
 
     client = FakeBackend(four_slots)
-    batch = propose(make_caller(client), [Proposer("m", 6)], USER, {}, Deadline(5))
+    batch = asyncio.run(propose(make_caller(client), [Proposer("m", 6)], USER, {}, Deadline(5)))
     assert len(batch.samples) == 6
     assert sorted(c.n for c in client.calls) == [2, 4, 6]
 
@@ -122,11 +122,11 @@ def test_grace_applies_to_the_single_calls_of_a_backend_without_n() -> None:
             raise status_error(400, "n must be 1 for this model", param="n")
         slow_sixth.count += 1  # type: ignore[attr-defined]
         if slow_sixth.count == 6:  # type: ignore[attr-defined]
-            time.sleep(3)
+            return later(3, default_script(call))
         return default_script(call)
 
     slow_sixth.count = 0  # type: ignore[attr-defined]
-    batch = propose(make_caller(FakeBackend(slow_sixth)), [Proposer("m", 6)], USER, {}, Deadline(20), enough=5,
-                    grace=0.2)
+    batch = asyncio.run(propose(make_caller(FakeBackend(slow_sixth)), [Proposer("m", 6)], USER, {}, Deadline(20),
+                                enough=5, grace=0.2))
     assert len(batch.samples) == 5
     assert [f.reason for f in batch.failures] == ["abandoned: no answer in time"]

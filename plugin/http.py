@@ -1,0 +1,89 @@
+"""HTTP plumbing shared by our routes: OpenAI-shaped error responses, work that stops when its
+client goes away, and handing a request we do not answer on to optillm's own (WSGI) app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from selfmoa.approaches import SelfMoAError
+
+from .replies import error_body, error_headers
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected: its request's work was cancelled, and nobody is left to answer."""
+
+
+def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
+                   retry_after: float | None = None) -> Response:
+    """An OpenAI-shaped error, so clients raise the right exception with our message."""
+    return JSONResponse(error_body(status, message, param=param, code=code), status_code=status,
+                        headers=error_headers(status, retry_after))
+
+
+def error_from(error: SelfMoAError) -> Response:
+    return error_response(error.status, str(error), param=getattr(error, "param", None), code=error.code,
+                          retry_after=error.retry_after)
+
+
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """`work`, cancelled at once if the client disconnects first (then `ClientGone`)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(disconnected(receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watch):
+            pending.cancel()
+        await asyncio.wait({task, watch})
+    if not task.cancelled():
+        return task.result()
+    raise ClientGone()
+
+
+async def disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (the request body already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    return header.split("Bearer ", 1)[1].strip() if header and header.startswith("Bearer ") else None
+
+
+class Forwarded(Response):
+    """A request handed on to another ASGI app (optillm's, behind its WSGI adapter), with the body
+    we already read from it replayed."""
+
+    def __init__(self, app: ASGIApp, body: bytes) -> None:
+        self.app, self.body = app, body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        headers.append((b"content-length", str(len(self.body)).encode()))
+        await self.app({**scope, "headers": headers}, replay, send)
+
+
+def json_error_for(exc: Any) -> Response:
+    """Starlette's own HTTP errors (404, 405) in the OpenAI shape."""
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "error")
+    return error_response(status, str(detail), code=str(detail).lower().replace(" ", "_"))

@@ -1,0 +1,42 @@
+"""The process's resources, owned by the ASGI lifespan and handed to every route: optillm (its
+settings, routing and app), the runtime (configuration, backend memory, secrets), one connection
+pool for every backend call, and the backends built on it. Opened at start-up, closed at
+shutdown, after the last request: nothing process-wide lives in a module global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from selfmoa.approaches import DEFAULT_ENDPOINT, Backend, new_session
+
+from .host import Optillm
+from .runtime import Runtime
+from .upstream import Upstream
+
+
+@dataclass(frozen=True)
+class Service:
+    host: Optillm
+    runtime: Runtime
+    session: aiohttp.ClientSession
+    upstream: Upstream
+    endpoints: dict[str, Backend]
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, host: Optillm, runtime: Runtime) -> AsyncIterator[Service]:
+        session = new_session()
+        try:
+            yield cls(host, runtime, session, Upstream(host.settings, session), runtime.endpoints(session))
+        finally:
+            await session.close()
+
+    def backends(self, bearer: str | None) -> dict[str, Backend]:
+        """Every endpoint a request may use: the default one (as the request's key selects it) and
+        the server file's named ones."""
+        return {DEFAULT_ENDPOINT: self.upstream.backend(bearer), **self.endpoints}
