@@ -134,6 +134,8 @@ def _streamed(caller: Caller, endpoint: str, model: str, prompt: Sequence[Messag
     except SelfMoAError as error:
         if not shown:
             raise
+        yield from held
+        yield AnswerDelta(Delta(content=markup.end()))  # what was held back waiting for more text
         raise StreamInterrupted(f"{model}: the answer's stream broke off ({error})") from None
     finally:
         chunks.close()
