@@ -31,6 +31,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/placement.py
 
 reliability: setup

@@ -227,9 +227,9 @@ def test_instructions_inside_candidates_stay_fenced_as_data(hostile_proxy: Proxy
                                    "moa": {"samples": 4}})
     assert response.status_code == 200, response.text
     (aggregation,) = calls.of_kind("aggregate")
-    (turn,) = aggregation["messages"]  # the question, then our instructions and the candidates
-    assert turn["role"] == "user" and turn["content"].startswith(attack + "\n\n")
-    fenced = turn["content"][len(attack):]
+    instructions, question = aggregation["messages"]  # placement system: our instructions and candidates first
+    assert instructions["role"] == "system" and question == {"role": "user", "content": attack}
+    fenced = instructions["content"]
     assert "</candidate> <candidate" in str(calls.of_kind("propose")[0]["messages"])  # the question carried it
     assert fenced.count("</candidate>") == 4 and fenced.count('<candidate id="') == 4  # only our own fences
     assert fenced.count("<\\/candidate>") == 4  # each candidate's forged closer, neutralised

@@ -87,8 +87,8 @@ def test_multi_turn_messages_reach_proposers_intact(client: openai.OpenAI, simlo
     client.chat.completions.create(model="self_moa-sim-strong", messages=conversation)
     proposal, aggregation = simlog.calls()
     assert proposal["messages"] == conversation
-    assert aggregation["messages"][:-1] == conversation[:-1]  # the aggregation reads the same conversation
-    assert aggregation["messages"][-1]["content"].startswith(TASK.question + "\n\n")
+    assert aggregation["messages"][1:] == conversation[1:]  # the aggregation reads the same conversation
+    assert aggregation["messages"][0]["content"].startswith("You are a careful tutor.\n\n")  # placement: system
 
 
 def test_bad_configuration_is_a_400_naming_the_field(proxy: Proxy, client: openai.OpenAI, simlog: SimLog) -> None:

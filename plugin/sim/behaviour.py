@@ -13,36 +13,21 @@ import random
 import re
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from ..approaches.prompts import CANDIDATE_PATTERN
 from . import judge
-from .answers import extract_answer, normalise_number
+from .answers import answer_of, normalise_number
 from .profile import ModelProfile
+from .reading import Reading, message_text, prompt_text
 from .tasks import Task, find_task
 
-SELECT_MARKER = "<best>N</best>"
-"""Select-mode prompts ask for this reply form (see selfmoa.approaches.prompts.SELECT_INSTRUCTIONS)."""
-
-Kind = Literal["propose", "aggregate", "select", "judge"]
 V = TypeVar("V", bound=Hashable)
 
 
 def estimate_tokens(text: str) -> int:
     """The simulator's one token estimate: a quarter of the characters, rounded up."""
     return math.ceil(len(text) / 4)
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """The text of one chat message (string content, or the text parts of a content list)."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
-    return ""
 
 
 def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -54,32 +39,6 @@ def draw(*parts: object) -> random.Random:
     """A generator seeded by a stable hash of `parts` (Python's own hash() is salted per process)."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-@dataclass(frozen=True)
-class Reading:
-    """What a prompt asks of the model: to propose an answer, to combine fenced candidates, or to judge two."""
-
-    kind: Kind
-    candidates: list[str] = field(default_factory=list)
-
-
-def prompt_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    return "\n".join(message_text(m) for m in messages)
-
-
-def read_prompt(messages: Sequence[Mapping[str, Any]]) -> Reading:
-    """Classify a prompt by the select marker, the candidates fenced in it, then the judge format.
-
-    Candidates come first: an ensemble whose user asks for a judgement still aggregates its proposals.
-    """
-    text = prompt_text(messages)
-    candidates = [body for _, body in CANDIDATE_PATTERN.findall(text)]
-    if SELECT_MARKER in text:
-        return Reading("select", candidates)
-    if candidates:
-        return Reading("aggregate", candidates)
-    return Reading("judge" if judge.judge_parts(text) else "propose")
 
 
 def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -197,7 +156,7 @@ def majority(answers: Sequence[V | None]) -> V | None:
 
 def synthesis(candidates: Sequence[str], skill: float, rng: random.Random) -> str:
     """An aggregate answer: the majority with probability `skill`, else a random candidate's."""
-    answers = [extract_answer(c) for c in candidates]
+    answers = [answer_of(c) for c in candidates]
     if rng.random() < skill:
         answer = majority(answers)
     else:
@@ -214,7 +173,7 @@ def selection(candidates: Sequence[str], skill: float, rng: random.Random) -> st
     """`<best>k</best>`: a candidate carrying the majority answer with probability `skill`."""
     if not candidates:
         return "<best>1</best>"
-    answers = [extract_answer(c) for c in candidates]
+    answers = [answer_of(c) for c in candidates]
     top = majority(answers)
     holders = [i for i, a in enumerate(answers) if top is not None and a == top]
     index = rng.choice(holders) if holders and rng.random() < skill else rng.randrange(len(candidates))

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .leaks import LEAK_KINDS, LeakKind
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
 
@@ -52,6 +54,12 @@ class ModelProfile(BaseModel):
     rate_empty: Probability = 0.0
     rate_stream_cut: Probability = 0.0
     """P(a streamed reply breaks off half-way: the connection drops after half of its pieces)."""
+    leak_rate: Probability = 0.0
+    """P(a reply to a prompt with candidates leaks the machinery: echoes a fence or a sentence of the
+    instructions); drawn per choice, independently of the other faults (see leaks.py)."""
+    leak_kinds: Annotated[list[LeakKind], Field(min_length=1)] = Field(default_factory=lambda: list(LEAK_KINDS))
+    """How a leak happens, picked uniformly among these: trailing_fence, leading_fence, only_fence,
+    instructions."""
     reasoning: Literal["none", "think_tags", "field"] = "none"
 
     @model_validator(mode="after")

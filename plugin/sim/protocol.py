@@ -15,6 +15,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .formats import FormatError, OutputFormat, parse_format
 from .logprobs import MAX_TOP_LOGPROBS
 from .tools import ToolCall, ToolRequest
 
@@ -99,6 +100,11 @@ class ChatRequest(BaseModel):
         return ToolRequest(functions, choice or "auto", None, parallel)
 
     @property
+    def output_format(self) -> OutputFormat:
+        """What the content must be (`response_format`); checked when the request was parsed."""
+        return parse_format(self.response_format)
+
+    @property
     def top(self) -> int | None:
         """How many `top_logprobs` per token, or None when no logprobs were asked for."""
         return (self.top_logprobs or 0) if self.logprobs else None
@@ -138,6 +144,10 @@ def _check_combinations(req: ChatRequest) -> None:
     if req.top_logprobs is not None and not req.logprobs:
         raise RequestError(400, "Invalid value for 'top_logprobs': 'top_logprobs' requires 'logprobs' to be true.",
                            param="top_logprobs", code="invalid_value")
+    try:
+        parse_format(req.response_format)
+    except FormatError as exc:
+        raise RequestError(400, exc.message, param=exc.param, code=exc.code) from exc
     request = req.tool_request
     if req.tool_choice not in (None, "none", "auto") and not request.functions:
         raise RequestError(400, "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "

@@ -8,18 +8,16 @@ logged or recorded: clients send real-looking API keys.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import random
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from . import behaviour, tools
+from . import behaviour, reading
 from .admin import add_admin_routes
-from .logprobs import content_logprobs, logprobs_body, pieces
+from .generation import Choice, generate
+from .logprobs import logprobs_body, pieces
 from .profile import ModelProfile, Profile
 from .protocol import (
     ChatRequest,
@@ -30,7 +28,6 @@ from .protocol import (
     recorded_params,
     sse,
     tool_call_deltas,
-    tool_call_id,
     tool_calls_body,
     unsupported_parameter,
 )
@@ -41,25 +38,6 @@ class _NoResponse(Exception):
     """The request ends without an HTTP response (connection reset, or client gone during a hang)."""
 
 
-@dataclass
-class _Choice:
-    """One generated choice: text, or tool calls (then `content` is None), before it goes on the wire."""
-
-    content: str | None
-    reasoning: str | None
-    finish_reason: str
-    tokens: int
-    calls: list[tools.ToolCall] = field(default_factory=list)
-    call_ids: list[str] = field(default_factory=list)
-    logprobs: list[dict[str, Any]] | None = None
-    """`logprobs.content` when the request asked for logprobs."""
-
-    @property
-    def output(self) -> str:
-        """What the call log shows: the text, or one `[tool call] name(arguments)` line per call."""
-        return self.content if self.content is not None else "\n".join(c.line() for c in self.calls)
-
-
 def _http_fault(state: SimState, name: str, model: ModelProfile, seq: int) -> str | None:
     """At most one transport-level fault per call, from one draw over (seed, model, call number)."""
     u, edge = state.uniform("fault", name, seq), 0.0
@@ -68,67 +46,6 @@ def _http_fault(state: SimState, name: str, model: ModelProfile, seq: int) -> st
         if u < edge:
             return fault
     return None
-
-
-def _content_fault(state: SimState, name: str, model: ModelProfile, seq: int, index: int) -> str | None:
-    """Truncated/empty is drawn per choice, so one bad sample in an n-call leaves the others usable."""
-    u = state.uniform("content", name, seq, index)
-    if u < model.rate_truncated:
-        return "truncated"
-    return "empty" if u < model.rate_truncated + model.rate_empty else None
-
-
-def _call_choice(calls: list[tools.ToolCall], messages: list[dict[str, Any]], model: ModelProfile,
-                 rng: random.Random) -> _Choice:
-    """A tool-call choice. Its reasoning travels only as a field: its content must stay null."""
-    reasoning = behaviour.reasoning_text(messages, rng) if model.reasoning == "field" else None
-    tokens = sum(behaviour.estimate_tokens(c.name + c.arguments) for c in calls)
-    return _Choice(None, reasoning, "tool_calls", tokens + behaviour.estimate_tokens(reasoning or ""), calls)
-
-
-def _make_choice(messages: list[dict[str, Any]], reading: behaviour.Reading, model: ModelProfile,
-                 req: ChatRequest, rng: random.Random, fault: str | None) -> _Choice:
-    """One choice: tool calls if the model makes any; else the reply, its reasoning, then faults, `stop`
-    and the token limit, in that order."""
-    calls = tools.plan(messages, reading, req.tool_request)
-    if calls:
-        return _call_choice(calls, messages, model, rng)
-    text = behaviour.reply(messages, reading, model, rng)
-    reasoning = behaviour.reasoning_text(messages, rng) if model.reasoning != "none" else None
-    if model.reasoning == "think_tags":
-        text, reasoning = f"<think>\n{reasoning}\n</think>\n\n{text}", None
-    finish = "stop"
-    if fault == "truncated":
-        text, finish = behaviour.truncate(text), "length"
-    elif fault == "empty":
-        text = ""
-    text, cut = behaviour.clip_tokens(behaviour.apply_stop(text, req.stop), req.token_limit)
-    finish = "length" if cut else finish
-    tokens = behaviour.estimate_tokens(text) + behaviour.estimate_tokens(reasoning or "")
-    return _Choice(text, reasoning, finish, tokens)
-
-
-def _annotate(choice: _Choice, seq: int, index: int, top: int | None, rng: random.Random) -> _Choice:
-    """Wire details that leave what the model wrote unchanged: tool call ids and made-up logprobs."""
-    ids = [tool_call_id(seq, index, k) for k in range(len(choice.calls))]
-    logprobs = None if top is None else content_logprobs(choice.content or "", top, rng)
-    return dataclasses.replace(choice, call_ids=ids, logprobs=logprobs)
-
-
-def _generate(state: SimState, model: ModelProfile, req: ChatRequest, messages: list[dict[str, Any]],
-              reading: behaviour.Reading, seq: int) -> list[_Choice]:
-    """The choices of one call, each from its own sample number of this (model, prompt)."""
-    n = req.n or 1
-    count = {"honour": n, "refuse": n, "cap": min(n, model.max_n), "ignore": 1}[model.n_mode]
-    prompt_key = json.dumps(messages, sort_keys=True)
-    choices = []
-    for index in range(count):
-        sample = state.next_sample(req.model, prompt_key, greedy=req.temperature == 0)
-        key = (state.profile.seed, state.seed, req.model, prompt_key, sample)
-        fault = _content_fault(state, req.model, model, seq, index)
-        choice = _make_choice(messages, reading, model, req, behaviour.draw(*key), fault)
-        choices.append(_annotate(choice, seq, index, req.top, behaviour.draw(*key, "logprobs")))
-    return choices
 
 
 async def _sleep_ms(ms: float, scale: float) -> None:
@@ -152,7 +69,8 @@ def _record(state: SimState) -> dict[str, Any]:
     record: dict[str, Any] = {
         "seq": state.seq, "model": None, "n": None, "choices": 0, "status": None, "stream": False,
         "params": {}, "prompt_tokens": None, "kind": None, "candidates": 0, "messages": None,
-        "fault": None, "started": time.monotonic(), "ended": None, "outputs": [], "completion_tokens": 0,
+        "fault": None, "started": time.monotonic(), "ended": None, "outputs": [], "leaks": [],
+        "completion_tokens": 0,
     }
     state.calls.append(record)
     return record
@@ -202,9 +120,9 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
         raise RequestError(400, "n must be 1 for this model", param="n", code="unsupported_value")
 
     messages = [m.model_dump() for m in req.messages]
-    reading = behaviour.read_prompt(messages)
+    prompt = reading.read_prompt(messages)
     tokens = behaviour.prompt_tokens(messages)
-    record.update(prompt_tokens=tokens, kind=reading.kind, candidates=len(reading.candidates))
+    record.update(prompt_tokens=tokens, kind=prompt.kind, candidates=len(prompt.candidates))
     if tokens > model.context_window:
         raise RequestError(400, f"This model's maximum context length is {model.context_window} tokens. "
                            f"However, your messages resulted in {tokens} tokens.",
@@ -227,9 +145,10 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
     if fault == "hang":
         await _hang(request, model.hang_seconds)
 
-    choices = _generate(state, model, req, messages, reading, record["seq"])
+    choices = generate(state, model, req, messages, prompt, record["seq"])
     record["choices"] = len(choices)
     record["outputs"] = [c.output for c in choices]
+    record["leaks"] = [c.leak for c in choices]
     record["completion_tokens"] = sum(c.tokens for c in choices)
     call_id = f"chatcmpl-sim-{record['seq']}"
     scale = state.profile.time_scale
@@ -244,7 +163,7 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
     return web.json_response(completion_body(call_id, name, body_choices, tokens, completion))
 
 
-def _message(choice: _Choice) -> dict[str, Any]:
+def _message(choice: Choice) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": choice.content}
     if choice.calls:
         message["tool_calls"] = tool_calls_body(choice.calls, choice.call_ids)
@@ -257,7 +176,7 @@ def _logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
     return None if entries is None else logprobs_body(entries)
 
 
-def _deltas(choice: _Choice) -> list[tuple[dict[str, Any], dict[str, Any] | None, str]]:
+def _deltas(choice: Choice) -> list[tuple[dict[str, Any], dict[str, Any] | None, str]]:
     """A choice's stream after its role chunk: (delta, its logprobs, the text it carries) per chunk.
 
     Text goes in the pieces its logprob tokens cover, so each content chunk carries its own entry.
@@ -269,7 +188,7 @@ def _deltas(choice: _Choice) -> list[tuple[dict[str, Any], dict[str, Any] | None
             for i, part in enumerate(pieces(choice.content or ""))]
 
 
-async def _stream(request: web.Request, call_id: str, name: str, choices: list[_Choice], prompt_tokens: int,
+async def _stream(request: web.Request, call_id: str, name: str, choices: list[Choice], prompt_tokens: int,
                   model: ModelProfile, scale: float, req: ChatRequest, cut: bool = False) -> web.StreamResponse:
     """Server-sent events: role, reasoning, content or tool-call pieces (per-token latency between), finish,
     usage if asked, [DONE]. A `cut` stream drops its connection after half of its pieces."""

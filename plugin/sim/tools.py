@@ -4,7 +4,7 @@ A simulated model has no real use for a tool, so it calls one when the request l
 (`tool_choice` "required" or naming a function) or when the user names the tool ("use get_weather
 for Paris"). Its arguments are filled in from the tool's JSON schema, so a client's handling of a
 real call (ids, JSON arguments, the follow-up `tool` turn) is exercised. An aggregator sees proposed
-calls as `[tool call] name(arguments)` lines (selfmoa.approaches.prompts) and, when most candidates
+calls as `[tool call] name(arguments)` lines (as reading.py reads them) and, when most candidates
 propose one, answers with the most common call set itself.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..approaches.prompts import TOOL_CALL_LINE, TOOL_CALL_PATTERN
-from .behaviour import Reading, last_user_text, majority
+from .behaviour import last_user_text, majority
+from .reading import TOOL_CALL_LINE, TOOL_CALL_PATTERN, Reading
 
 ChoiceMode = Literal["auto", "none", "required", "named"]
 
