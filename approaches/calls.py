@@ -51,9 +51,8 @@ class Flight:
     """One attempt at a call as its race sees it: on the wire since `sent_at`, or pausing between
     tries (`sent_at` None, e.g. waiting out a Retry-After: not hung, so not raced)."""
 
-    def __init__(self, raced: bool = False) -> None:
+    def __init__(self) -> None:
         self.sent_at: float | None = None
-        self.raced = raced
 
 
 @dataclass(frozen=True)
@@ -125,16 +124,22 @@ class BackendMemory:
             key = (endpoint, model)
             self._refused[key] = self._refused.get(key, frozenset()) | {param}
 
-    def may_race(self, share: float) -> bool:
-        """Whether one more raced call keeps raced calls within `share` of the calls in flight
-        (one is always allowed), as gRPC throttles its retries."""
-        return self.raced_in_flight + 1 <= max(1.0, share * self.in_flight)
+    def take_race(self, share: float) -> bool:
+        """One more raced call, if it keeps raced calls within `share` of the calls in flight (one
+        is always allowed), as gRPC throttles its retries; `race_over` when it has ended."""
+        with self._lock:
+            if self.raced_in_flight + 1 > max(1.0, share * self.in_flight):
+                return False
+            self.raced_in_flight += 1
+            return True
 
-    def flying(self, flight: Flight, change: int) -> None:
+    def race_over(self) -> None:
+        with self._lock:
+            self.raced_in_flight -= 1
+
+    def flying(self, change: int) -> None:
         with self._lock:
             self.in_flight += change
-            if flight.raced:
-                self.raced_in_flight += change
 
 
 T = TypeVar("T")
@@ -192,12 +197,14 @@ class Caller:
             finally:
                 await counted.aclose()
 
+    def may_race(self) -> bool:
+        """Whether this run's hedging budget has room for one more raced call."""
+        return self.hedging.enabled and self.raced < self.hedging.max_extra
+
     def take_race(self) -> bool:
-        """Whether one more raced call fits this run's hedging budget and the process's share of
-        raced calls (it is then counted)."""
-        if not self.hedging.enabled or self.raced >= self.hedging.max_extra:
-            return False
-        if not self.memory.may_race(self.hedging.max_share):
+        """One more raced call, if the budget has room and the process's share of raced calls in
+        flight allows it now (it is then counted)."""
+        if not self.may_race() or not self.memory.take_race(self.hedging.max_share):
             return False
         self.raced += 1
         return True
@@ -212,7 +219,7 @@ class Caller:
                 raise DeadlineExceeded(f"{model}: deadline reached before the call could be made")
             self._count(model)
             flight.sent_at = time.monotonic()
-            self.memory.flying(flight, +1)
+            self.memory.flying(+1)
             try:
                 return await send(adapt(params, self.memory.refused(endpoint, model)), remaining)
             except ParameterRefused as refusal:
@@ -230,12 +237,12 @@ class Caller:
                 if pause is None:
                     raise
                 flight.sent_at = None  # pausing between tries: not hung
-                self.memory.flying(flight, -1)
+                self.memory.flying(-1)
                 await asyncio.sleep(pause)
                 continue
             finally:
                 if flight.sent_at is not None:
-                    self.memory.flying(flight, -1)
+                    self.memory.flying(-1)
             flight.sent_at = None
 
     def _count(self, model: str) -> None:

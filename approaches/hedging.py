@@ -107,7 +107,7 @@ class _Race:
     async def run(self) -> Any:
         winner = None
         try:
-            self._launch(raced=False)
+            self._launch()
             while (winner := self._decided()) is None:
                 await self._next()
             return winner.result()
@@ -120,13 +120,16 @@ class _Race:
             raise DeadlineExceeded(f"{self.key[1]}: no answer before the deadline")
         at = self._race_at()
         if at is not None and at <= time.monotonic():
+            if not self.caller.may_race():
+                self.spent = True
+                return
             if self.caller.take_race():
                 log.info("selfmoa: %s has not answered in %.2f s; racing an identical call",
                          self.key[1], time.monotonic() - (self._newest_send() or time.monotonic()))
-                self._launch(raced=True)
-            else:
-                self.spent = True
-            return
+                raced = self._launch()
+                raced.add_done_callback(lambda _: self.caller.memory.race_over())
+                return
+            at = time.monotonic() + max(_LOOK_AGAIN, self.caller.hedging.min_delay)  # the process's share is full
         wait = self.deadline.remaining() if at is None else at - time.monotonic()
         if at is None and any(self.flights[t].sent_at is None for t in self.running):
             wait = min(wait, max(_LOOK_AGAIN, self.caller.hedging.min_delay))  # pausing: look again later
@@ -167,11 +170,12 @@ class _Race:
         sent = [self.flights[t].sent_at for t in self.running if self.flights[t].sent_at is not None]
         return max(sent) if sent else None  # type: ignore[type-var]
 
-    def _launch(self, *, raced: bool) -> None:
-        flight = Flight(raced=raced)
+    def _launch(self) -> asyncio.Task[Any]:
+        flight = Flight()
         task = asyncio.ensure_future(self.attempt(flight))
         self.flights[task] = flight
         self.running.add(task)
+        return task
 
     async def _settle(self, winner: asyncio.Task[Any] | None) -> None:
         """Cancel every other attempt; close the results nobody will read."""

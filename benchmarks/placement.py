@@ -20,6 +20,7 @@ tiny (one layer, 64 wide): times are small and shared-CPU noisy; token counts ar
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import os
@@ -29,7 +30,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,40 +73,43 @@ class LlamaBackend:
     recorded: any ends the benchmark."""
 
     def __init__(self, server: LlamaServer) -> None:
-        self.http = httpx.Client(base_url=server.base_url, timeout=300)
+        self.base_url = server.base_url
         self.calls: list[CallRecord] = []
         self.errors: list[str] = []
 
-    def complete(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
-                 timeout: float) -> Completion:
-        response = self.http.post("/chat/completions", json={"model": model, "messages": list(messages), **params})
+    async def complete(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
+                       timeout: float) -> Completion:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=300) as http:
+            response = await http.post("/chat/completions", json={"model": model, "messages": list(messages),
+                                                                   **params})
         self._check(response)
         body = response.json()
         self.calls.append(CallRecord(list(messages), False, body.get("timings") or {}))
         return parse_completion(body)
 
-    def stream(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
-               timeout: float) -> Iterator[Chunk]:
+    @asynccontextmanager
+    async def stream(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
+                     timeout: float) -> AsyncIterator[AsyncIterator[Chunk]]:
         record = CallRecord(list(messages), True)
         self.calls.append(record)
         body = {"model": model, "messages": list(messages), **params, "stream": True}
-        return self._events(body, record, time.perf_counter())
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=300) as http:
+            async with http.stream("POST", "/chat/completions", json=body) as response:
+                if response.is_error:
+                    await response.aread()
+                self._check(response)
+                yield self._events(response, record, time.perf_counter())
 
-    def _events(self, body: dict[str, Any], record: CallRecord, started: float) -> Iterator[Chunk]:
-        with self.http.stream("POST", "/chat/completions", json=body) as response:
-            if response.is_error:
-                response.read()
-            self._check(response)
-            for line in response.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                event = json.loads(line[len("data: "):])
-                chunk = parse_chunk(event)
-                if record.ttft_s is None and any(d.content for d in chunk.deltas):
-                    record.ttft_s = time.perf_counter() - started
-                record.timings = event.get("timings") or record.timings
-                yield chunk
-
+    async def _events(self, response: httpx.Response, record: CallRecord, started: float) -> AsyncIterator[Chunk]:
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[len("data: "):])
+            chunk = parse_chunk(event)
+            if record.ttft_s is None and any(d.content for d in chunk.deltas):
+                record.ttft_s = time.perf_counter() - started
+            record.timings = event.get("timings") or record.timings
+            yield chunk
 
     def _check(self, response: httpx.Response) -> None:
         if response.is_error:
@@ -154,10 +159,8 @@ def trial(server: LlamaServer, placement: str, messages: list[dict[str, Any]], a
             "moa": {"samples": args.samples, "max_tokens": args.proposal_tokens, "placement": placement}}
     recipe = resolve("self_moa", server.model, body, messages, ServerConfig())
     caller = Caller({"default": backend}, BackendMemory(), Deadline(recipe.timeout))
-    started, answer_ttft = time.perf_counter(), None
-    for event in moa_events(recipe, messages, caller, stream=True):
-        if isinstance(event, AnswerDelta) and answer_ttft is None:
-            answer_ttft = time.perf_counter() - started
+    started = time.perf_counter()
+    answer_ttft = asyncio.run(first_answer_piece(recipe, messages, caller, started))
     aggregations = [c for c in backend.calls if c.aggregation]
     if backend.errors or len(aggregations) != 1:
         raise SystemExit(f"placement: the {placement} request did not run as one clean aggregation "
@@ -167,6 +170,16 @@ def trial(server: LlamaServer, placement: str, messages: list[dict[str, Any]], a
                  tokens(server, added_text(aggregation.messages, messages)),
                  int(aggregation.timings.get("prompt_n", -1)), int(aggregation.timings.get("cache_n", -1)),
                  float(aggregation.timings.get("prompt_ms", -1)), aggregation.ttft_s or 0.0, answer_ttft or 0.0)
+
+
+async def first_answer_piece(recipe: Any, messages: list[dict[str, Any]], caller: Caller, started: float
+                             ) -> float | None:
+    """Seconds from `started` to the streamed answer's first piece (the run read to its end)."""
+    first = None
+    async for event in moa_events(recipe, messages, caller, stream=True):
+        if isinstance(event, AnswerDelta) and first is None:
+            first = time.perf_counter() - started
+    return first
 
 
 def run(placement: str, args: argparse.Namespace, folder: Path) -> list[Trial]:

@@ -4,8 +4,9 @@
 each call runs the async core on a loop of its own, with the client optillm hands us (an
 `openai.OpenAI` is spoken to over the wire directly, optillm's LiteLLM wrapper through LiteLLM's
 async API). A single-approach request (optillm passes its `messages` then) gets a complete
-`chat.completion` dict, which optillm 0.4.0 returns and streams as it is; in `&`/`|` combinations
-optillm passes no messages and can only carry `(text, completion_tokens)`, so that is what it gets.
+`chat.completion` dict (with its completion tokens: optillm unpacks a pair), which optillm 0.4.0
+returns and streams as it is; in `&`/`|` combinations optillm passes no messages and can only carry
+`(text, completion_tokens)`, so that is what it gets.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def make_run(slug: str) -> PluginRun:
         outcome = asyncio.run(_answer(job))
         if messages is None:  # a step of a combination: optillm carries only text
             return as_text(outcome), outcome.completion_tokens
-        return Reply(f"{slug}-{model}").completion([outcome], None)
+        return Reply(f"{slug}-{model}").completion([outcome], None), outcome.completion_tokens
 
     run.__name__ = f"run_{slug}"
     run.__doc__ = f"optillm entry point of the {slug} approach."

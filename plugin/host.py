@@ -10,6 +10,7 @@ server with the optillm version it needs if not, instead of letting a request di
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import io
@@ -84,6 +85,8 @@ class Optillm:
         level = getattr(logging, str(server.server_config.get("log", "info")).upper(), logging.INFO)
         logging.getLogger().setLevel(level)
         server.cepo_config = server.init_cepo_config(server.server_config)
+        # optillm builds (and never closes) a new provider client on every request: one will do
+        setattr(server, "get_config", functools.lru_cache(maxsize=1)(server.get_config))  # noqa: B010
         if server.server_config.get("batch_mode"):
             log.warning("selfmoa: optillm's --batch-mode is not supported by selfmoa serve; requests run unbatched")
 

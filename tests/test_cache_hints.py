@@ -5,6 +5,7 @@ its `extra_body`, so they reach the backend's body as sent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,7 +13,9 @@ import httpx
 import openai
 
 from selfmoa.approaches import BackendMemory, Caller, Deadline, ParameterRefused, Proposer, run_moa
-from selfmoa.approaches.backend import OpenAIBackend, cache_hints, classify
+from selfmoa.approaches import ClientBackend
+from selfmoa.approaches.backend import cache_hints
+from selfmoa.approaches.classify import classify
 from tests.conftest import make_recipe
 from tests.fakes import Call, FakeBackend, default_script, status_error
 from tests.live import SimLog
@@ -91,9 +94,9 @@ def test_fields_the_sdk_has_no_keyword_for_reach_the_body() -> None:
                                          "choices": [{"index": 0, "finish_reason": "stop",
                                                       "message": {"role": "assistant", "content": "hi"}}]})
 
-    client = openai.OpenAI(base_url="http://backend/v1", api_key="sk-test-000000",
-                           http_client=httpx.Client(transport=httpx.MockTransport(answer)))
+    client = openai.AsyncOpenAI(base_url="http://backend/v1", api_key="sk-test-000000",
+                                http_client=httpx.AsyncClient(transport=httpx.MockTransport(answer)))
     params = {"temperature": 0.1, "cache_prompt": True, "prompt_cache_key": "k", "top_k": 5}
-    OpenAIBackend(client).complete("m", CONVERSATION, params, timeout=5)
+    asyncio.run(ClientBackend(client).complete("m", CONVERSATION, params, timeout=5))
     sent = json.loads(seen[0].content)
     assert {k: sent[k] for k in params} == params

@@ -31,6 +31,7 @@ from selfmoa.approaches import (
 )
 from selfmoa.config import ServerConfig, load_server_config, plan
 from selfmoa.runtime import Runtime
+from selfmoa.scope import RequestScope
 from selfmoa.validation import ConfigError
 from tests.conftest import events_of, make_caller, make_recipe
 from tests.fakes import Call, FakeBackend, default_script, hang, later, status_error
@@ -219,11 +220,12 @@ def test_a_loaded_backend_is_not_sent_duplicates_beyond_the_processs_share() -> 
 
 def test_the_process_share_of_raced_calls() -> None:
     memory = BackendMemory()
-    assert memory.may_race(0.2)  # one raced call is always allowed
-    memory.in_flight, memory.raced_in_flight = 20, 3
-    assert memory.may_race(0.2) and not memory.may_race(0.1)
-    memory.raced_in_flight = 4
-    assert not memory.may_race(0.2)
+    assert memory.take_race(0.2) and not memory.take_race(0.2)  # one raced call is always allowed
+    memory.in_flight = 20
+    assert memory.take_race(0.2) and memory.take_race(0.2) and memory.take_race(0.2)
+    assert not memory.take_race(0.2)  # 4 of 20
+    memory.race_over()
+    assert memory.take_race(0.2)
 
 
 def test_the_delay_before_a_race() -> None:
@@ -241,8 +243,11 @@ def test_the_servers_hedging_settings_reach_each_requests_calls(tmp_path: Path) 
     path = tmp_path / "selfmoa.yaml"
     path.write_text("hedging: {after_usual: 5, after_share: 0.25, min_delay: 2, max_extra_calls: 3}\n")
     server = load_server_config(path)
-    job = prepare("self_moa", "m", {}, USER, FakeBackend(), Runtime(server, {}, BackendMemory(), ()), None)
+    job = prepare("self_moa", "m", {}, USER, {"default": FakeBackend()}, Runtime(server, BackendMemory(), ()),
+                  RequestScope())
     assert job.caller.hedging == Hedging(after_usual=5, after_share=0.25, min_delay=2, max_extra=3)
+    path.write_text("hedging: {max_share: 0.5}\n")
+    assert plan("self_moa", "m", {}, USER, load_server_config(path)).hedging.max_share == 0.5
     path.write_text("hedging: {enabled: false}\n")
     assert not plan("self_moa", "m", {}, USER, load_server_config(path)).hedging.enabled
 
@@ -263,6 +268,7 @@ def test_raced_calls_count_against_the_calls_cap(body: dict[str, Any], budget: i
     ({"after_usual": 0.5}, "hedging.after_usual"),
     ({"min_delay": -1}, "hedging.min_delay"),
     ({"max_extra_calls": -1}, "hedging.max_extra_calls"),
+    ({"max_share": 0}, "hedging.max_share"),
     ({"enabled": "yes"}, "hedging.enabled"),
     ({"racing": True}, "hedging.racing"),
 ])

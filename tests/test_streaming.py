@@ -4,14 +4,26 @@ error before the first byte is an HTTP status, after it an error event."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from selfmoa.approaches import AnswerDelta, Choice, Done, StreamInterrupted, TransientError, moa_events
+from selfmoa.approaches import (
+    AnswerDelta,
+    Choice,
+    Done,
+    ProposalsArrived,
+    StreamInterrupted,
+    TransientError,
+    moa_events,
+)
 from selfmoa.approaches.backend import Chunk, Delta
-from tests.conftest import make_caller, make_recipe
+from tests.conftest import events_of, make_caller, make_recipe
 from tests.conversations import BAKER, TOOLS
 from tests.fakes import Call, FakeBackend, default_script
 from tests.live import Proxy, SimLog
@@ -126,48 +138,67 @@ def answer_of(events: list[object]) -> tuple[str, Choice]:
 
 def test_streamed_deltas_add_up_to_the_answer() -> None:
     backend = FakeBackend(lambda c: default_script(c) if c.kind == "propose" else ["one two three"])
-    text, answer = answer_of(list(moa_events(make_recipe(samples=2), USER, make_caller(backend), stream=True)))
+    text, answer = answer_of(events_of(make_recipe(samples=2), USER, make_caller(backend)))
     assert text == answer.content == "one two three"
     assert [c.stream for c in backend.calls] == [False, True]
 
 
 def test_without_stream_no_deltas() -> None:
-    events = list(moa_events(make_recipe(samples=2), USER, make_caller(FakeBackend())))
+    events = events_of(make_recipe(samples=2), USER, make_caller(FakeBackend()), stream=False)
     assert not any(isinstance(e, AnswerDelta) for e in events) and isinstance(events[-1], Done)
 
 
 def test_an_empty_streamed_aggregation_is_asked_again_and_never_relayed() -> None:
     replies = iter(["", "second try"])
     backend = FakeBackend(lambda c: default_script(c) if c.kind == "propose" else [next(replies)])
-    text, answer = answer_of(list(moa_events(make_recipe(samples=2), USER, make_caller(backend), stream=True)))
+    text, answer = answer_of(events_of(make_recipe(samples=2), USER, make_caller(backend)))
     assert text == answer.content == "second try"
 
 
 class Breaking(FakeBackend):
     """Streams two pieces of the aggregation, then the connection drops."""
 
-    def stream(self, model: str, messages: object, params: object, *, timeout: float):  # type: ignore[override]
+    @asynccontextmanager
+    async def stream(self, model: str, messages: object, params: object, *,  # type: ignore[override]
+                     timeout: float) -> AsyncIterator[AsyncIterator[Chunk]]:
         self.calls.append(Call(model=model, messages=list(messages), n=1, params={}, stream=True))  # type: ignore
 
-        def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[Chunk]:
             yield Chunk(deltas=[Delta(content="half ")])
             yield Chunk(deltas=[Delta(content="an answer")])
             raise TransientError("m", "connection dropped")
-        return chunks()
+        yield chunks()
 
 
 def test_a_stream_that_breaks_after_output_cannot_fall_back() -> None:
-    events = moa_events(make_recipe(samples=2), USER, make_caller(Breaking()), stream=True)
-    seen = []
-    with pytest.raises(StreamInterrupted):
-        for event in events:
+    seen: list[object] = []
+
+    async def read() -> None:
+        async for event in moa_events(make_recipe(samples=2), USER, make_caller(Breaking()), stream=True):
             seen.append(event)
+
+    with pytest.raises(StreamInterrupted):
+        asyncio.run(read())
     assert "".join(e.delta.content or "" for e in seen if isinstance(e, AnswerDelta)) == "half an answer"
 
 
 def test_a_run_abandoned_by_its_reader_stops_its_calls() -> None:
-    caller = make_caller(FakeBackend())
-    events = moa_events(make_recipe(samples=2), USER, caller, stream=True)
-    next(events)  # the proposals arrived; the reader (a client that hung up) goes away
-    events.close()
-    assert caller.stop.is_set()  # no retry or hedged call of this run goes out any more
+    """The reader (a client that hung up) goes away after the proposals: the aggregation in
+    flight is cancelled, and nothing more goes out."""
+    async def slow_aggregation(call: Call) -> list[str]:
+        await asyncio.sleep(30)
+        return ["too late"]
+
+    backend = FakeBackend(lambda c: default_script(c) if c.kind == "propose" else slow_aggregation(c))
+
+    async def read_then_leave() -> None:
+        events = moa_events(make_recipe(samples=2), USER, make_caller(backend), stream=True)
+        async for event in events:
+            if isinstance(event, ProposalsArrived):
+                await asyncio.sleep(0.1)  # the aggregation is on the wire
+                break
+        await events.aclose()
+
+    asyncio.run(asyncio.wait_for(read_then_leave(), 10))
+    assert [c.kind for c in backend.calls] == ["propose", "aggregate"]
+    assert backend.calls[1].cancelled
