@@ -119,7 +119,10 @@ async def _whole(caller: Caller, endpoint: str, model: str, prompt: Sequence[Mes
 
 
 def _has_output(completion: Completion) -> bool:
-    return bool(completion.choices) and usable_reply(completion.choices[0])
+    """Whether a reply may win its race: it has text or a tool call (whether that text says
+    anything beyond our markup is the aggregation's to judge, once)."""
+    choice = completion.choices[0] if completion.choices else None
+    return choice is not None and bool(choice.content.strip() or choice.tool_calls)
 
 
 async def _streamed(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],

@@ -55,9 +55,17 @@ _MARKUP = regex.compile(rf"\s*(?:{_TAG}|(?:{_PIECES})(?:[.:;,!]|(?=\s)))", regex
 _MARKUP_AT_END = regex.compile(rf"\s*(?:{_TAG}|(?:{_PIECES})(?:[.:;,!]|(?=\s)|\Z))", regex.IGNORECASE)
 _CUT_AT_END = re.compile(rf"\s*{_CUT_TAG}\Z", re.IGNORECASE)
 _WORD = re.compile(r"\w")
+_CLAUSE_WORDS = {max(re.findall(r"[a-z_]+", clause.lower()), key=len) for clause in CLAUSES}
 _INSTRUCTION_TEXT = " ".join(" ".join(t.split()) for t in (SYNTHESIZE_INSTRUCTIONS, SELECT_INSTRUCTIONS,
                                                            REFERENCES_INSTRUCTIONS)).lower()
 _SHORTEST_ECHO = 12  # a shorter fragment ("one", "the user") may well be an answer of its own
+
+
+def _may_hold_markup(text: str) -> bool:
+    """A quick look before the patterns: every piece of markup has a `<` (or `&lt;`) or one of
+    the clauses' own longest words in it."""
+    lowered = text.lower()
+    return "<" in text or "&lt;" in lowered or any(word in lowered for word in _CLAUSE_WORDS)
 
 
 class MarkupFilter:
@@ -134,9 +142,13 @@ def _leftmost(markup: regex.Pattern[str], text: str, start: int) -> regex.Match[
 
 
 def clean(text: str) -> tuple[str, int]:
-    """`text` without ensemble markup, and how many pieces were removed."""
+    """`text` without ensemble markup, and how many pieces were removed: what `MarkupFilter`
+    shows of it fed in any pieces, found in one pass (the text is complete: nothing to hold back)."""
+    if not _may_hold_markup(text):
+        return text, 0
     markup = MarkupFilter()
-    return markup.feed(text) + markup.end(), markup.removed
+    markup._held = text
+    return markup.end(), markup.removed
 
 
 def has_words(text: str) -> bool:

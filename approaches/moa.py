@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .aggregation import MODES, Answered, aggregate, fall_back, fits
 from .backend import deltas_of
@@ -35,6 +36,7 @@ log = logging.getLogger("selfmoa")
 PROPOSAL_SHARE = 0.6
 # Every call ends by the deadline on its own; this catches whatever would not, a little later.
 _BACKSTOP = 1.0
+T = TypeVar("T")
 
 
 def proposer_params(recipe: Recipe) -> dict[str, Any]:
@@ -72,8 +74,8 @@ async def run(recipe: Recipe, messages: Sequence[Message], caller: Caller, emit:
             emit(event)
 
     try:
-        answered = await asyncio.wait_for(_answer(caller, recipe, messages, report, stream),
-                                          caller.deadline.remaining() + _BACKSTOP)
+        answered = await _within(_answer(caller, recipe, messages, report, stream),
+                                 caller.deadline.remaining() + _BACKSTOP)
     except asyncio.TimeoutError:
         raise DeadlineExceeded(f"{recipe.aggregator}: no answer before the deadline") from None
     answer, cleaned = _without_markup(answered.choice)
@@ -83,6 +85,14 @@ async def run(recipe: Recipe, messages: Sequence[Message], caller: Caller, emit:
     outcome = _outcome(caller, replace(answered, choice=answer), seen, cleaned)
     report(Done(outcome))
     return outcome
+
+
+async def _within(work: Coroutine[Any, Any, T], seconds: float) -> T:
+    """`work`, cancelled after `seconds` (`asyncio.timeout` where there is one: no extra task)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await work
+    return await asyncio.wait_for(work, seconds)
 
 
 def run_moa(recipe: Recipe, messages: Sequence[Message], caller: Caller) -> Outcome:

@@ -47,6 +47,11 @@ def usable(completion: Completion, model: str, include_reasoning: bool) -> Batch
     return batch
 
 
+def _has_output(completion: Completion) -> bool:
+    """Whether a reply may win its race: some choice has text or a tool call."""
+    return any(choice.content.strip() or choice.tool_calls for choice in completion.choices)
+
+
 @dataclass
 class Group:
     """The calls whose samples are read together (a layer, or one Seq window): the samples each
@@ -141,7 +146,7 @@ async def sample_into(harvest: Harvest, group: Group, proposer: Proposer, messag
 
     async def call(n: int) -> Completion:
         return await hedged_complete(caller, endpoint, model, messages, params, kind="proposal", n=n,
-                                     usable=lambda c: bool(usable(c, model, include_reasoning).samples))
+                                     usable=_has_output)
 
     async def fill(slot: int, n: int) -> None:
         try:

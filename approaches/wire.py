@@ -9,12 +9,16 @@ into the body as it is, backend-specific ones (`top_k`, `cache_prompt`) included
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import aiohttp.helpers
+import multidict
+import yarl
 
 from .backend import Chunk, Chunks, Completion, parse_chunk, parse_completion
 from .classify import classify, error_fields, from_status
@@ -23,9 +27,23 @@ from .types import Message
 
 
 def new_session(*, limit: int = 0) -> aiohttp.ClientSession:
-    """A connection pool for many calls in flight (`limit` 0: no limit but the file descriptors')."""
+    """A connection pool for many calls in flight (`limit` 0: no limit but the file descriptors').
+    Proxy variables are read once per backend (`_env_proxy`), not on every call (aiohttp's
+    `trust_env` reads them in a worker thread for each request)."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, trust_env=True)
+    return aiohttp.ClientSession(connector=connector)
+
+
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")  # ours are sent: aiohttp need not add its own
+
+
+@functools.lru_cache(maxsize=64)
+def _env_proxy(url: str) -> str | None:
+    """The HTTP(S)_PROXY that applies to `url` (NO_PROXY honoured), as the openai SDK would use it."""
+    try:
+        return str(aiohttp.helpers.get_env_proxy_for_url(yarl.URL(url))[0])
+    except LookupError:
+        return None
 
 
 class WireBackend:
@@ -35,12 +53,15 @@ class WireBackend:
     def __init__(self, base_url: str, api_key: str | None = None, *, session: aiohttp.ClientSession | None = None,
                  headers: Mapping[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._url = f"{self.base_url}/chat/completions"
-        self._headers = {"Content-Type": "application/json", **(headers or {})}
+        self._url = yarl.URL(f"{self.base_url}/chat/completions")  # parsed once, not on every call
+        sent = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                "Accept-Encoding": "gzip, deflate", "User-Agent": "selfmoa", **(headers or {})}
         if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+            sent["Authorization"] = f"Bearer {api_key}"
+        self._headers = multidict.CIMultiDictProxy(multidict.CIMultiDict(sent))  # built once, not per call
         self._session = session
         self._owned: aiohttp.ClientSession | None = None
+        self._proxy = _env_proxy(str(self._url))
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is not None:
@@ -97,8 +118,9 @@ class WireBackend:
     def request(self, body: Mapping[str, Any], timeout: float) -> Any:
         """The raw POST of a chat request (an aiohttp request context): for relaying a backend's
         reply as it is, status, headers and bytes."""
-        return self.session().post(self._url, data=json.dumps(body), headers=self._headers,
-                                   timeout=aiohttp.ClientTimeout(total=timeout))
+        return self.session().post(self._url, data=json.dumps(body).encode(), headers=self._headers,
+                                   proxy=self._proxy, timeout=aiohttp.ClientTimeout(total=timeout),
+                                   skip_auto_headers=_NO_AUTO_HEADERS)
 
 
 def _refusal(model: str, response: aiohttp.ClientResponse, raw: bytes) -> SelfMoAError:

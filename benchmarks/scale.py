@@ -217,10 +217,13 @@ def measure(run: Load, sim_pid: int,
             "sim_cpu_s": cpu_of(sim_pid) - sim_cpu, "client_cpu_s": time.process_time() - client_cpu, **extra}
 
 
-def concurrency_level(c: int, sim: str, sim_pid: int, folder: Path, timeout: float) -> dict[str, Any]:
+def concurrency_level(c: int, sim: str, sim_pid: int, folder: Path, timeout: float, workers: int = 1
+                      ) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with selfmoa(serve_args(sim, port), url, folder / f"proxy-{c}.log") as proxy:
+    with selfmoa(serve_args(sim, port, workers if workers > 1 else None), url, folder / f"proxy-{c}.log") as proxy:
+        for _ in range(2 * workers - 1):  # every worker's first request (a warm-up each)
+            asyncio.run(one_request(through_proxy, url, timeout))
         warm = asyncio.run(one_request(through_proxy, url, timeout))  # the proxy's warm-up
         direct_row = measure(lambda: burst(direct, sim, c, timeout), sim_pid)
         row = measure(lambda: burst(through_proxy, url, c, timeout), sim_pid, proxy.pid, c)
@@ -309,6 +312,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--throughput-clients", type=int, default=64)
     parser.add_argument("--throughput-seconds", type=float, default=15.0)
     parser.add_argument("--workers", type=int, default=2, help="`selfmoa serve --workers` of the throughput run")
+    parser.add_argument("--burst-workers", type=int, default=1, help="`selfmoa serve --workers` of the bursts")
     parser.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, s (default 300)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--logs", type=Path, metavar="DIR", help="keep the servers' logs there (default: discarded)")
@@ -357,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             reference = measure(lambda: burst(direct, sim, REFERENCE, args.timeout), sim_process.pid)
             for c in args.levels:
                 print(f"burst of {c} ...", file=sys.stderr, flush=True)
-                levels.append(concurrency_level(c, sim, sim_process.pid, folder, args.timeout))
+                levels.append(concurrency_level(c, sim, sim_process.pid, folder, args.timeout, args.burst_workers))
         print("throughput ...", file=sys.stderr, flush=True)
         load = throughput(folder, args.throughput_clients, args.throughput_seconds, args.workers, args.timeout)
     print_report(args, reference, levels, load)

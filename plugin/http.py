@@ -41,9 +41,11 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for pending in (task, watch):
+        running = {pending for pending in (task, watch) if not pending.done()}
+        for pending in running:
             pending.cancel()
-        await asyncio.wait({task, watch})
+        if running:
+            await asyncio.wait(running)
     if not task.cancelled():
         return task.result()
     raise ClientGone()

@@ -4,8 +4,8 @@ and the optional `selfmoa` trace. Pure functions of plain values: no web framewo
 from __future__ import annotations
 
 import json
+import secrets
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,7 +21,7 @@ class Reply:
     """The identity every body and chunk of one reply shares."""
 
     def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-selfmoa-{uuid.uuid4().hex[:24]}"
+        self.id = f"chatcmpl-selfmoa-{secrets.token_hex(12)}"
         self.created = int(time.time())
         self.model = model
 

@@ -94,6 +94,9 @@ async def ours(request: Request, service: Service, body: dict[str, Any], route: 
 
 async def all_or_none(work: Any) -> list[Any]:
     """Every result, concurrently; when one fails, the others are cancelled at once."""
+    work = list(work)
+    if len(work) == 1:
+        return [await work[0]]
     tasks = [asyncio.ensure_future(w) for w in work]
     try:
         return list(await asyncio.gather(*tasks))

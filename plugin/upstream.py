@@ -19,6 +19,7 @@ import aiohttp
 from selfmoa.approaches import Backend, ClientBackend, LiteLLMBackend, WireBackend
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+_KEYS = 256  # clients' own keys whose backends are kept
 
 
 class Upstream:
@@ -31,11 +32,12 @@ class Upstream:
         self.provider = _provider(environ)
         self.default = self._default(environ)
         self._clients: dict[str, Any] = {}
+        self._backends: dict[str, Backend] = {}
 
     def backend(self, bearer: str | None) -> Backend:
         """The backend for a request that carried `bearer` (see the module docstring)."""
         if self._passes_through(bearer):
-            return WireBackend(self.base_url, bearer, session=self.session)
+            return self._keyed(bearer or "")
         return self.default
 
     def sync_client(self, bearer: str | None, fallback: Any) -> Any:
@@ -53,6 +55,14 @@ class Upstream:
 
             self._clients[key] = openai.OpenAI(api_key=key, base_url=self.base_url)
         return self._clients[key]
+
+    def _keyed(self, key: str) -> Backend:
+        """The backend for a client's own key, made once per key (at most `_KEYS` remembered)."""
+        backend = self._backends.pop(key, None) or WireBackend(self.base_url, key, session=self.session)
+        self._backends[key] = backend  # the most recent last
+        while len(self._backends) > _KEYS:
+            self._backends.pop(next(iter(self._backends)))
+        return backend
 
     def _passes_through(self, bearer: str | None) -> bool:
         return bool(bearer and bearer.startswith("sk-") and bearer != self.proxy_key)
