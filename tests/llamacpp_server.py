@@ -323,7 +323,8 @@ def _gguf_name(model_path: Path) -> str | None:
 def llamacpp_server(model_path: Path, *, ctx_size: int = 512, parallel: int = 4,
                     alias: str | None = None, threads: int = 2,
                     startup_timeout: float = 60.0,
-                    log_dir: Path | None = None) -> Iterator[LlamaServer]:
+                    log_dir: Path | None = None,
+                    n_predict: int | None = None) -> Iterator[LlamaServer]:
     """Run llama.cpp's server on 127.0.0.1:<free port> for the duration of the ``with`` block.
 
     *ctx_size* is the server's total KV context (``--ctx-size``), *parallel* its number of
@@ -333,7 +334,9 @@ def llamacpp_server(model_path: Path, *, ctx_size: int = 512, parallel: int = 4,
     from ``/props`` as :attr:`LlamaServer.n_ctx`. *alias* is the model id served (default: the
     file's ``general.name``, else its stem). The server log goes to
     ``log_dir/llamacpp-server.log`` if *log_dir* is given (kept), else to a temporary file;
-    a start-up failure raises RuntimeError with its tail.
+    a start-up failure raises RuntimeError with its tail. *n_predict* (``--n-predict``) caps the
+    tokens of every completion server-side, whatever a request asks for: a real model that loops
+    cannot then fill its slot's context (a client that sends no ``max_tokens``, like ``selfmoa ab``).
     """
     model_path = Path(model_path).resolve()
     if not model_path.is_file():
@@ -353,6 +356,8 @@ def llamacpp_server(model_path: Path, *, ctx_size: int = 512, parallel: int = 4,
                    "--model", str(model_path), "--alias", alias, "--port", str(port),
                    "--ctx-size", str(ctx_size), "--parallel", str(parallel),
                    "--threads", str(threads)]
+            if n_predict is not None:
+                cmd += ["--n-predict", str(n_predict)]
             with open(log_path, "ab") as log:
                 log_start = log.tell()
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log,
@@ -435,6 +440,7 @@ def _serve(argv: list[str]) -> int:
     ap.add_argument("--ctx-size", type=int, required=True)
     ap.add_argument("--parallel", type=int, required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-predict", type=int, default=None)
     args = ap.parse_args(argv)
 
     import xllamacpp as xlc
@@ -452,6 +458,8 @@ def _serve(argv: list[str]) -> int:
     params.warmup = False
     params.endpoint_props = True
     params.endpoint_slots = True
+    if args.n_predict is not None:
+        params.n_predict = args.n_predict
 
     server = xlc.Server(params)
     print(json.dumps({"listening_address": server.listening_address}), flush=True)

@@ -8,6 +8,7 @@ message naming the install, not a traceback.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -19,11 +20,25 @@ EXTRA_MODULES = {"scipy", "matplotlib", "tqdm"}
 INSTALL_HINT = "pip install 'selfmoa[ab]'"
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _check_alias(name: str) -> None:
+    """`NAME@LABEL`: approach NAME run under its own label (and its own `--moa`); one `@`, both parts given."""
+    base, sep, label = name.partition("@")
+    if sep and (not base or not _LABEL.fullmatch(label)):
+        raise click.BadParameter(f"{name!r}: an alias is APPROACH@LABEL, the label made of letters, digits, "
+                                 "`_`, `.` and `-` (e.g. self_moa@agree)", param_hint="--approaches")
+
+
 def _approaches(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
     if not names or len(set(names)) != len(names):
-        raise click.BadParameter("a comma-separated list of distinct approaches, e.g. none,moa,self_moa",
+        raise click.BadParameter("a comma-separated list of distinct approaches, e.g. none,moa,self_moa "
+                                 "(the same approach twice under two labels: self_moa,self_moa@agree)",
                                  param_hint="--approaches")
+    for name in names:
+        _check_alias(name)
     return names
 
 
@@ -38,7 +53,8 @@ def _moa(entries: tuple[str, ...], approaches: list[str]) -> dict[str, dict[str,
         if not isinstance(value, dict):
             raise click.BadParameter(f"{entry!r}: expected APPROACH=JSON-object", param_hint="--moa")
         if name not in approaches:
-            raise click.BadParameter(f"{name!r} is not among --approaches", param_hint="--moa")
+            raise click.BadParameter(f"{name!r} is not among --approaches (an alias's settings are given under "
+                                     "its full name: --moa self_moa@agree=JSON)", param_hint="--moa")
         settings[name] = value
     return settings
 
@@ -69,13 +85,15 @@ def load_app() -> Any:
 
 @click.command()
 @click.option("--tasks", required=True, help="A JSONL task file, or a bundled set: arithmetic, choice, open.")
-@click.option("--approaches", "approaches_text", required=True, help="Comma-separated, e.g. none,moa,self_moa.")
+@click.option("--approaches", "approaches_text", required=True,
+              help="Comma-separated, e.g. none,moa,self_moa; NAME@LABEL runs NAME again under LABEL (self_moa@agree).")
 @click.option("--model", required=True, help="The model M; approach A is requested as A-M (none: M).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--url", help="The endpoint (optillm or `selfmoa serve`), an OpenAI base URL ending in /v1.")
 @click.option("--serve", is_flag=True, help="Start our own `selfmoa serve` in front of --base-url.")
 @click.option("--base-url", help="With --serve: the backend's OpenAI base URL.")
-@click.option("--moa", "moa_entries", multiple=True, metavar="APPROACH=JSON", help="Per-approach `moa` settings.")
+@click.option("--moa", "moa_entries", multiple=True, metavar="APPROACH=JSON",
+              help="Per-approach `moa` settings (an alias under its full name: self_moa@agree=JSON).")
 @click.option("--baseline", default="none", show_default=True, help="The approach the others are compared with.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", type=int, help="Sent as the requests' seed; also seeds the bootstrap.")

@@ -17,10 +17,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 OURS = frozenset({"self_moa", "mixed_moa", "self_moa_seq", "mixed_moa_seq"})
 """Approaches answered by selfmoa: their body carries `moa.trace` and their replies a trace."""
+ALIAS = "@"
+"""`NAME@LABEL` is approach NAME, requested as NAME-M, reported (rows, summary, report) as NAME@LABEL:
+the same approach run twice with different `moa` objects in one run."""
 SIM_OWNER = "selfmoa-sim"
 _LENIENT = ConfigDict(extra="ignore", frozen=True)
 
@@ -53,6 +56,30 @@ class Proposal(BaseModel):
     completion_tokens: int | None = None
 
 
+class EarlyExit(BaseModel):
+    """Why an answer skipped the aggregation (`moa.agree`): `{"reason": "agree", "share": 0.83}`."""
+
+    model_config = _LENIENT
+    reason: str | None = None
+    share: float | None = None
+
+
+def _early_exit(value: Any) -> Any:
+    """The trace's `early_exit` as the harness reads it, never a reason to drop the reply: a bare
+    reason (`"agree"`) or `true` is an exit without its share, a share that is not a number is
+    unknown, and anything else (`false`, a number) is no exit."""
+    if isinstance(value, str):
+        return {"reason": value}
+    if value is True:
+        return {}
+    if not isinstance(value, dict):
+        return None
+    share = value.get("share")
+    known = isinstance(share, int | float) and not isinstance(share, bool)
+    return {"reason": value.get("reason") if isinstance(value.get("reason"), str) else None,
+            "share": share if known else None}
+
+
 class Trace(BaseModel):
     """The `selfmoa` object of a traced reply (only the fields the harness reads)."""
 
@@ -62,6 +89,9 @@ class Trace(BaseModel):
     failures: list[dict[str, Any]] = Field(default_factory=list)
     calls: int | None = None
     usage_by_model: dict[str, ModelUsage] | None = None
+    early_exit: EarlyExit | None = None
+
+    _lenient_early_exit = field_validator("early_exit", mode="before")(_early_exit)
 
 
 class _Message(BaseModel):
@@ -94,9 +124,20 @@ class Answer:
     cached_tokens: int | None = None  # prompt tokens a backend's cache served, where the reply says
 
 
+def base_approach(approach: str) -> str:
+    """The approach an `--approaches` entry asks for: `self_moa` for `self_moa@agree`."""
+    return approach.partition(ALIAS)[0]
+
+
+def is_ours(approach: str) -> bool:
+    """Whether selfmoa answers it (aliases included): traced, with quality, diversity, early exits."""
+    return base_approach(approach) in OURS
+
+
 def request_model(approach: str, model: str) -> str:
-    """optillm's routing by prefix: `self_moa-M`; the plain model for `none`."""
-    return model if approach == "none" else f"{approach}-{model}"
+    """optillm's routing by prefix: `self_moa-M` (for `self_moa@LABEL` too); the plain model for `none`."""
+    name = base_approach(approach)
+    return model if name == "none" else f"{name}-{model}"
 
 
 def is_loopback(url: str) -> bool:
@@ -124,7 +165,10 @@ def _refuses_trace(error: openai.OpenAIError) -> bool:
 
 
 class Endpoint:
-    """The requests of one run: the model, per-approach `moa` settings and the seed are fixed."""
+    """The requests of one run: the model, per-approach `moa` settings and the seed are fixed.
+
+    `moa` is keyed by the approach as reported (`self_moa@agree` has its own settings, not
+    `self_moa`'s)."""
 
     def __init__(self, client: openai.OpenAI, model: str, moa: dict[str, dict[str, Any]], seed: int | None) -> None:
         self.client, self.model, self.moa, self.seed = client, model, moa, seed
@@ -134,7 +178,7 @@ class Endpoint:
     def _moa(self, approach: str) -> dict[str, Any] | None:
         settings = dict(self.moa.get(approach, {}))
         with self._lock:
-            traced = approach in OURS and approach not in self._untraced
+            traced = is_ours(approach) and approach not in self._untraced
         return {**settings, "trace": True} if traced else settings or None
 
     def _post(self, model: str, messages: list[dict[str, Any]], moa: dict[str, Any] | None,

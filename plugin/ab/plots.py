@@ -18,9 +18,10 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .endpoint import OURS  # noqa: E402
+from .endpoint import is_ours  # noqa: E402
 from .stats import equation  # noqa: E402
 
+MARKERS = "osD^vP*X<>"
 COST_PLOT = "accuracy_vs_cost.png"
 QD_PLOT = "quality_diversity.png"
 
@@ -61,16 +62,16 @@ def plot_accuracy_cost(lines: Sequence[Mapping[str, Any]], path: Path, accuracy_
 
 
 def plot_quality_diversity(rows: Sequence[Mapping[str, Any]], fit: Mapping[str, Any], path: Path) -> None:
-    points = [r for r in rows if r.get("approach") in OURS and r.get("quality") is not None
+    points = [r for r in rows if is_ours(str(r.get("approach"))) and r.get("quality") is not None
               and r.get("diversity") is not None and r.get("error") is None]
     figure, axes = plt.subplots(figsize=(7, 4.5))
     if points:
-        markers = dict(zip(sorted(OURS), "osD^"))
-        for approach in sorted({str(p["approach"]) for p in points}):
+        for index, approach in enumerate(sorted({str(p["approach"]) for p in points})):
             mine = [p for p in points if p["approach"] == approach]
             shown = axes.scatter([p["quality"] for p in mine], [p["diversity"] for p in mine],
                                  c=[p["score"] or 0.0 for p in mine], cmap="RdYlGn", vmin=0, vmax=1,
-                                 marker=markers[approach], edgecolors="black", linewidths=0.4, label=approach)
+                                 marker=MARKERS[index % len(MARKERS)], edgecolors="black", linewidths=0.4,
+                                 label=approach)
         figure.colorbar(shown, ax=axes, label="ensemble score")
         axes.legend(fontsize=8, loc="best")
     else:

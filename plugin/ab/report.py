@@ -21,7 +21,8 @@ SIMULATOR_NOTE = ("**These numbers come from `selfmoa sim`, the offline simulato
                   "set in a profile file. They demonstrate the tool, not the quality of any model.")
 CSV_FIELDS = ["approach", "n", "correct", "accuracy", "ci_low", "ci_high", "ci_method", "p_vs_baseline", "p_holm",
               "wins", "losses", "latency_p50", "latency_p95", "prompt_tokens", "completion_tokens", "tokens_complete",
-              "cost", "cost_complete", "cost_lower_bound", "errors", "quality", "diversity", "judge_unparsed"]
+              "cost", "cost_complete", "cost_lower_bound", "errors", "quality", "diversity", "judge_unparsed",
+              "early_exits"]
 
 COLUMNS = """\
 - **n**: tasks answered (rows); **acc [95% CI]**: mean score (errors count as wrong), with a Wilson 95% interval \
@@ -40,6 +41,10 @@ call; `>=` marks a lower bound (some usage or price unknown): not comparable wit
 Vendi score (effective number of distinct proposals: exp of the entropy of the eigenvalues of K/n, K the cosine \
 similarity of character-trigram counts). Vendi grows with the number of proposals: compare diversity between \
 approaches with as many proposals (the `proposals` column of results.jsonl)."""
+EARLY_EXIT_COLUMN = """\
+- **early exits** (our approaches, from `moa.trace`; shown when some answer exited early): answers whose \
+proposals agreed (`moa.agree`), so that the aggregation was skipped and a proposal was the answer, of n; \
+`n/a` where no answer has a trace."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,22 @@ def _cost_cell(line: Mapping[str, Any]) -> str:
     return f"{'' if line['cost_complete'] else '>= '}${per_task:.5f}"
 
 
+def shows_early_exits(lines: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the table has an `early exits` column: only when some answer exited early, so a run
+    without `moa.agree` keeps the table it always had."""
+    return any(line.get("early_exits") for line in lines)
+
+
+def _early_cell(line: Mapping[str, Any]) -> str:
+    return "n/a" if line.get("early_exits") is None else f"{line['early_exits']}/{line['n']}"
+
+
 def table(lines: Sequence[Mapping[str, Any]], baseline: str) -> list[list[str]]:
     """The summary as rows of cells (header first), shared by the report and the console."""
+    early = shows_early_exits(lines)
     rows = [["approach", "n", "acc [95% CI]", "p vs baseline", "wins/losses", "p50/p95 s",
-             "prompt/completion tok per task", "cost per task", "errors", "quality", "diversity"]]
+             "prompt/completion tok per task", "cost per task", "errors", "quality", "diversity",
+             *(["early exits"] if early else [])]]
     for line in lines:
         mine = line["approach"] == baseline
         rows.append([line["approach"] + (" (baseline)" if mine else ""), str(line["n"]),
@@ -88,7 +105,8 @@ def table(lines: Sequence[Mapping[str, Any]], baseline: str) -> list[list[str]]:
                      "-" if mine else _f(line["p_vs_baseline"]), "-" if mine else f"{line['wins']}/{line['losses']}",
                      f"{_f(line['latency_p50'], 2)}/{_f(line['latency_p95'], 2)}",
                      f"{_per_task(line, 'prompt_tokens')}/{_per_task(line, 'completion_tokens')}",
-                     _cost_cell(line), str(line["errors"]), _f(line["quality"]), _f(line["diversity"], 2)])
+                     _cost_cell(line), str(line["errors"]), _f(line["quality"]), _f(line["diversity"], 2),
+                     *([_early_cell(line)] if early else [])])
     return rows
 
 
@@ -125,8 +143,16 @@ def _significance(summary: Mapping[str, Any]) -> list[str]:
     return notes
 
 
+def _early_exit_notes(lines: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per traced approach, once some answer exited early: how many tasks skipped aggregating."""
+    if not shows_early_exits(lines):
+        return []
+    return [f"- `{line['approach']}`: {line['early_exits']} of {line['n']} tasks exited early (their proposals "
+            "agreed: no aggregation)." for line in lines if line.get("early_exits") is not None]
+
+
 def _notes(summary: Mapping[str, Any], info: RunInfo) -> list[str]:
-    notes = []
+    notes = _early_exit_notes(summary["approaches"])
     for line in summary["approaches"]:
         if line["tokens_complete"] is False:
             notes.append(f"- `{line['approach']}`: its replies did not report every token count (optillm's own "
@@ -174,7 +200,8 @@ def write_report(folder: Path, summary: Mapping[str, Any], info: RunInfo) -> Non
              "", markdown_table(table(summary["approaches"], summary["baseline"])), "",
              "## Significance", "", *(_significance(summary) or ["- Only the baseline was run."]), "",
              "## Notes", "", *(_notes(summary, info) or ["- None."]), "",
-             "## Columns", "", COLUMNS, "", "## Settings", "", *_settings(info), "",
+             "## Columns", "", COLUMNS, *([EARLY_EXIT_COLUMN] if shows_early_exits(summary["approaches"]) else []),
+             "", "## Settings", "", *_settings(info), "",
              "## Plots", "", f"![accuracy vs cost]({COST_PLOT})", "", f"![quality vs diversity]({QD_PLOT})", "",
              "## Quality and diversity", "", _fit_text(summary["quality_diversity_fit"]), ""]
     (folder / "report.md").write_text("\n".join(parts), encoding="utf-8")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .cost import Price, row_cost
-from .endpoint import OURS
+from .endpoint import is_ours
 from .stats import (
     Fit,
     bootstrap_interval,
@@ -70,6 +70,13 @@ def _mean(values: Sequence[Any]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
+def early_exits(answered: Sequence[Row]) -> int | None:
+    """How many answers skipped the aggregation because their proposals agreed (`moa.agree`), read
+    from the traces; None when no answer has a trace (other approaches, or `moa.trace` refused)."""
+    traced = [row for row in answered if row.get("proposals") is not None]
+    return sum(row.get("early_exit") is not None for row in traced) if traced else None
+
+
 def approach_row(approach: str, rows: dict[str, Row], baseline: dict[str, Row] | None, model: str,
                  prices: Mapping[str, Price] | None, seed: int) -> dict[str, Any]:
     """The summary line of one approach; `rows` maps task id to that approach's row."""
@@ -89,7 +96,7 @@ def approach_row(approach: str, rows: dict[str, Row], baseline: dict[str, Row] |
         "latency_p50": percentile(latencies, 50), "latency_p95": percentile(latencies, 95),
         **tokens, "tokens_complete": None not in tokens.values(),
         **_cost(answered, model, prices),
-        "errors": len(rows) - len(answered),
+        "errors": len(rows) - len(answered), "early_exits": early_exits(answered),
         "quality": _mean([row.get("quality") for row in answered]),
         "diversity": _mean([row.get("diversity") for row in answered]),
         "judge_unparsed": sum((row.get("judge") or {}).get("unparsed", 0) for row in rows.values()),
@@ -104,7 +111,7 @@ def _standardised(values: Sequence[float]) -> list[float]:
 
 def quality_diversity_fit(rows: Sequence[Row]) -> dict[str, Any]:
     """The paper's fit over our approaches' rows, raw and on standardised quality and diversity."""
-    points = [r for r in rows if r.get("approach") in OURS and r.get("error") is None
+    points = [r for r in rows if is_ours(str(r.get("approach"))) and r.get("error") is None
               and r.get("quality") is not None and r.get("diversity") is not None]
     quality = [float(r["quality"]) for r in points]
     diversity = [float(r["diversity"]) for r in points]

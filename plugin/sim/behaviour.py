@@ -21,6 +21,7 @@ from .answers import answer_of, normalise_number
 from .profile import ModelProfile
 from .reading import Reading, message_text, prompt_text
 from .tasks import Task, find_task
+from .wording import synthesis_text
 
 V = TypeVar("V", bound=Hashable)
 
@@ -155,18 +156,17 @@ def majority(answers: Sequence[V | None]) -> V | None:
 
 
 def synthesis(candidates: Sequence[str], skill: float, rng: random.Random) -> str:
-    """An aggregate answer: the majority with probability `skill`, else a random candidate's."""
+    """An aggregate answer: the majority with probability `skill`, else a random candidate's.
+
+    The answer is drawn first and its wording after (wording.py), so rewording never moves an answer.
+    """
     answers = [answer_of(c) for c in candidates]
     if rng.random() < skill:
         answer = majority(answers)
     else:
         answer = rng.choice(answers) if answers else None
         answer = answer if answer is not None else majority(answers)
-    count = len(candidates)
-    if answer is None:
-        return f"Weighing the {count} candidates, none of them states a clear final answer."
-    phrase = rng.choice(("most of them arrive at", "the soundest working points to", "after checking them I settle on"))
-    return f"Weighing the {count} candidates, {phrase} {answer}.\nAnswer: {answer}"
+    return synthesis_text(answers, answer, rng)
 
 
 def selection(candidates: Sequence[str], skill: float, rng: random.Random) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ class Choice:
     reasoning: str | None
     finish_reason: str
     tokens: int
+    reasoning_tokens: int = 0
+    """The part of `tokens` that is reasoning (`reasoning_content`, or `<think>` blocks in the content)."""
     calls: list[tools.ToolCall] = field(default_factory=list)
     call_ids: list[str] = field(default_factory=list)
     logprobs: list[dict[str, Any]] | None = None
@@ -54,6 +57,19 @@ class Shaping:
     leak_rng: random.Random
 
 
+_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL)
+"""A `<think>` block as it is left in the content: closed, or cut off by a stop or the token limit."""
+
+
+def reasoning_tokens(content: str, reasoning: str | None) -> int:
+    """The tokens of a reply's reasoning, as `usage.completion_tokens_details.reasoning_tokens` counts
+    them (OpenAI, vLLM): the `reasoning_content` field's, or what is left of `<think>` blocks in the
+    content after any cut. Counted with the one estimate, so it never exceeds the completion's tokens."""
+    if reasoning is not None:
+        return behaviour.estimate_tokens(reasoning)
+    return behaviour.estimate_tokens("".join(_THINK_BLOCK.findall(content)))
+
+
 def content_fault(state: SimState, name: str, model: ModelProfile, seq: int, index: int) -> str | None:
     """Truncated/empty is drawn per choice, so one bad sample in an n-call leaves the others usable."""
     u = state.uniform("content", name, seq, index)
@@ -75,7 +91,8 @@ def _call_choice(calls: list[tools.ToolCall], messages: list[dict[str, Any]], mo
     """A tool-call choice. Its reasoning travels only as a field: its content must stay null."""
     reasoning = behaviour.reasoning_text(messages, rng) if model.reasoning == "field" else None
     tokens = sum(behaviour.estimate_tokens(c.name + c.arguments) for c in calls)
-    return Choice(None, reasoning, "tool_calls", tokens + behaviour.estimate_tokens(reasoning or ""), calls)
+    thought = behaviour.estimate_tokens(reasoning or "")
+    return Choice(None, reasoning, "tool_calls", tokens + thought, thought, calls)
 
 
 def _written(text: str, reasoning: str | None, model: ModelProfile, reading: Reading,
@@ -112,8 +129,9 @@ def make_choice(messages: list[dict[str, Any]], reading: Reading, model: ModelPr
         text = ""
     text, cut = behaviour.clip_tokens(behaviour.apply_stop(text, req.stop), req.token_limit)
     finish = "length" if cut else finish
+    thought = reasoning_tokens(text, reasoning)
     tokens = behaviour.estimate_tokens(text) + behaviour.estimate_tokens(reasoning or "")
-    return Choice(text, reasoning, finish, tokens, leak=leak)
+    return Choice(text, reasoning, finish, tokens, thought, leak=leak)
 
 
 def _annotate(choice: Choice, seq: int, index: int, top: int | None, rng: random.Random) -> Choice:

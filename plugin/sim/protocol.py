@@ -195,8 +195,20 @@ def unsupported_parameter(param: str) -> RequestError:
     return RequestError(400, message, param=param, code="unsupported_parameter")
 
 
-def completion_body(call_id: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
-                    completion_tokens: int) -> dict[str, Any]:
+def usage_body(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict[str, Any]:
+    """A reply's `usage`, whole or in a stream's last chunk. `completion_tokens_details.reasoning_tokens`
+    is there for every model (0 without reasoning), as OpenAI and vLLM send it: clients such as
+    optillm's own tests read it, and the reasoning is part of `completion_tokens`, not added to it."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+    }
+
+
+def completion_body(call_id: str, model: str, choices: list[dict[str, Any]],
+                    usage: dict[str, Any]) -> dict[str, Any]:
     """A `chat.completion` object."""
     return {
         "id": call_id,
@@ -204,17 +216,13 @@ def completion_body(call_id: str, model: str, choices: list[dict[str, Any]], pro
         "created": int(time.time()),
         "model": model,
         "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage,
         "system_fingerprint": "selfmoa-sim",
     }
 
 
 def chunk_body(
-    call_id: str, model: str, choices: list[dict[str, Any]], usage: dict[str, int] | None = None
+    call_id: str, model: str, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """A `chat.completion.chunk` object (one server-sent event)."""
     body: dict[str, Any] = {"id": call_id, "object": "chat.completion.chunk", "created": int(time.time()),

@@ -30,6 +30,7 @@ from .protocol import (
     tool_call_deltas,
     tool_calls_body,
     unsupported_parameter,
+    usage_body,
 )
 from .state import STATE, SimState
 
@@ -70,7 +71,7 @@ def _record(state: SimState) -> dict[str, Any]:
         "seq": state.seq, "model": None, "n": None, "choices": 0, "status": None, "stream": False,
         "params": {}, "prompt_tokens": None, "kind": None, "candidates": 0, "messages": None,
         "fault": None, "started": time.monotonic(), "ended": None, "outputs": [], "leaks": [],
-        "completion_tokens": 0,
+        "completion_tokens": 0, "reasoning_tokens": 0,
     }
     state.calls.append(record)
     return record
@@ -150,6 +151,7 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
     record["outputs"] = [c.output for c in choices]
     record["leaks"] = [c.leak for c in choices]
     record["completion_tokens"] = sum(c.tokens for c in choices)
+    record["reasoning_tokens"] = sum(c.reasoning_tokens for c in choices)
     call_id = f"chatcmpl-sim-{record['seq']}"
     scale = state.profile.time_scale
     if req.stream:
@@ -159,8 +161,12 @@ async def _chat(request: web.Request, state: SimState, record: dict[str, Any]) -
     await _sleep_ms(model.ttft_ms + model.per_token_ms * max(c.tokens for c in choices), scale)
     body_choices = [{"index": index, "message": _message(choice), "finish_reason": choice.finish_reason,
                      "logprobs": _logprobs(choice.logprobs)} for index, choice in enumerate(choices)]
-    completion = sum(c.tokens for c in choices)
-    return web.json_response(completion_body(call_id, name, body_choices, tokens, completion))
+    return web.json_response(completion_body(call_id, name, body_choices, _usage(tokens, choices)))
+
+
+def _usage(prompt_tokens: int, choices: list[Choice]) -> dict[str, Any]:
+    """The call's usage over all its choices, the same whether it is sent whole or streamed."""
+    return usage_body(prompt_tokens, sum(c.tokens for c in choices), sum(c.reasoning_tokens for c in choices))
 
 
 def _message(choice: Choice) -> dict[str, Any]:
@@ -222,10 +228,7 @@ async def _stream(request: web.Request, call_id: str, name: str, choices: list[C
     for index, choice in enumerate(choices):
         await response.write(chunk(index, {}, choice.finish_reason))
     if (req.stream_options or {}).get("include_usage"):
-        completion = sum(c.tokens for c in choices)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                 "total_tokens": prompt_tokens + completion}
-        await response.write(sse(chunk_body(call_id, name, [], usage)))
+        await response.write(sse(chunk_body(call_id, name, [], _usage(prompt_tokens, choices))))
     await response.write(sse("[DONE]"))
     await response.write_eof()
     return response
