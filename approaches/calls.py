@@ -230,7 +230,7 @@ class Caller:
                 self.memory.refuse(endpoint, model, refusal.param)
                 adapted.add(refusal.param)
             except TransientError as transient:
-                if transient.timed_out and deadline.expired():
+                if transient.timed_out and deadline.remaining() < self.retry.floor:  # the call's timeout was ours
                     raise DeadlineExceeded(f"{model}: no answer before the deadline") from None
                 attempt += 1
                 pause = self.retry.delay(attempt, transient.retry_after, deadline.remaining())

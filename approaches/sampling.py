@@ -26,7 +26,7 @@ from typing import Any
 
 from .backend import Completion
 from .calls import Caller, Deadline
-from .errors import BackendError, DeadlineExceeded, ParameterRefused, SelfMoAError
+from .errors import BackendError, DeadlineExceeded, ParameterRefused, SelfMoAError, TransientError
 from .hedging import hedged_complete
 from .prompts import candidate_of
 from .types import Batch, Failure, Message, Proposer, Sample
@@ -209,6 +209,6 @@ def failed(model: str, error: SelfMoAError, count: int) -> Batch:
     """`count` samples lost to one failed call, with what the backend said."""
     reason = str(error).removeprefix(f"{model}: ")
     status = error.backend_status if isinstance(error, BackendError) else None
-    timed_out = isinstance(error, DeadlineExceeded)
+    timed_out = isinstance(error, DeadlineExceeded) or (isinstance(error, TransientError) and error.timed_out)
     failure = Failure(model, reason, timed_out, status=status, code=error.code, retry_after=error.retry_after)
     return Batch(failures=[failure] * count)

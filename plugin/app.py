@@ -90,7 +90,6 @@ def create_app(options: ServeOptions, host: Optillm | None = None) -> Starlette:
         exception_handlers={404: _not_found, 405: _not_found},
         lifespan=lifespan,
     )
-    app.state.optillm = WSGIMiddleware(host.app)  # type: ignore[arg-type]
     return app
 
 

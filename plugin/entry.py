@@ -67,7 +67,7 @@ def as_text(outcome: Outcome) -> str:
     if outcome.answer.tool_calls:
         candidate = candidate_of(outcome.answer)
         return candidate.text if candidate else ""
-    return outcome.text
+    return str(outcome.text)
 
 
 def conversation_from(system_prompt: str, initial_query: str) -> list[dict[str, Any]]:

@@ -84,7 +84,7 @@ class Optillm:
             server.server_config.update(vars(server.parse_args()))
         level = getattr(logging, str(server.server_config.get("log", "info")).upper(), logging.INFO)
         logging.getLogger().setLevel(level)
-        server.cepo_config = server.init_cepo_config(server.server_config)
+        setattr(server, "cepo_config", server.init_cepo_config(server.server_config))  # noqa: B010  # as main() does
         # optillm builds (and never closes) a new provider client on every request: one will do
         setattr(server, "get_config", functools.lru_cache(maxsize=1)(server.get_config))  # noqa: B010
         if server.server_config.get("batch_mode"):

@@ -1,5 +1,5 @@
-"""HTTP plumbing shared by our routes: OpenAI-shaped error responses, work that stops when its
-client goes away, and handing a request we do not answer on to optillm's own (WSGI) app."""
+"""HTTP plumbing shared by our routes: OpenAI-shaped error responses, and work that stops when
+its client goes away."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive
 
 from selfmoa.approaches import SelfMoAError
 
@@ -60,28 +60,6 @@ async def disconnected(receive: Receive) -> None:
 def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization")
     return header.split("Bearer ", 1)[1].strip() if header and header.startswith("Bearer ") else None
-
-
-class Forwarded(Response):
-    """A request handed on to another ASGI app (optillm's, behind its WSGI adapter), with the body
-    we already read from it replayed."""
-
-    def __init__(self, app: ASGIApp, body: bytes) -> None:
-        self.app, self.body = app, body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": self.body, "more_body": False}
-
-        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
-        headers.append((b"content-length", str(len(self.body)).encode()))
-        await self.app({**scope, "headers": headers}, replay, send)
 
 
 def json_error_for(exc: Any) -> Response:

@@ -1,8 +1,8 @@
 """`selfmoa serve`'s chat route. optillm's routing decides (model prefix, `optillm_approach`, the tag,
 `--approach`): a request for one of our approaches is answered here as a complete OpenAI reply (full
 usage, the final call's finish reason and logprobs, tool calls, true streaming); a plain model is
-relayed to its backend as it is (`passthrough.py`); the rest (optillm's approaches, `&`/`|`
-combinations) goes on to optillm's own app, with `moa` kept from it.
+relayed to its backend as it is (`passthrough.py`); optillm's own approaches and `&`/`|`
+combinations are run as optillm runs them, with their cost metered (`combinations.py`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from starlette.responses import JSONResponse, Response
 from selfmoa.approaches import Outcome
 
 from .answering import Job, PublicError, answer, prepare
+from .combinations import combined
 from .config import SLUGS, plan
 from .host import Route
-from .http import ClientGone, Forwarded, bearer, error_from, error_response, unless_disconnected
+from .http import ClientGone, bearer, error_from, error_response, unless_disconnected
 from .passthrough import relay
 from .replies import Reply, trace
 from .runtime import redact
@@ -54,20 +55,19 @@ async def chat(request: Request) -> Response:
     if route.operation == "SINGLE" and len(route.approaches) > 1:
         log.warning("selfmoa: %s: stacked approaches without an operator; optillm runs only the first (%s)",
                     body.get("model"), first)
+    slugs = [a for a in route.approaches if a in SLUGS]
+    if route.operation != "SINGLE" or first not in SLUGS:
+        refused = refuse_bad_config(slugs, route.model, body, service)  # before any other approach runs
+        if refused is not None:
+            return refused
     try:
         if route.operation == "SINGLE" and first in SLUGS:
             return await ours(request, service, body, route, scope)
         if route.operation == "SINGLE" and first == "none":
             return await unless_disconnected(request.receive, relay(request, service, body, route, scope))
+        return await combined(request, service, body, route, scope)
     except ClientGone:
         return Response(status_code=499)  # nobody reads it: the client has gone
-    slugs = [a for a in route.approaches if a in SLUGS]
-    refused = refuse_bad_config(slugs, route.model, body, service)
-    if refused is not None:
-        return refused
-    if not slugs:
-        body.pop("moa", None)  # optillm would pass it on to the backend as a parameter
-    return Forwarded(request.app.state.optillm, json.dumps(body).encode())
 
 
 async def ours(request: Request, service: Service, body: dict[str, Any], route: Route,

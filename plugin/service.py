@@ -1,12 +1,14 @@
 """The process's resources, owned by the ASGI lifespan and handed to every route: optillm (its
 settings, routing and app), the runtime (configuration, backend memory, secrets), one connection
-pool for every backend call, and the backends built on it. Opened at start-up, closed at
+pool for every backend call, the backends built on it, and the threads optillm's own (synchronous)
+approaches run in. Opened at start-up, closed at
 shutdown, after the last request: nothing process-wide lives in a module global.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -18,6 +20,9 @@ from .host import Optillm
 from .runtime import Runtime
 from .upstream import Upstream
 
+# optillm's own approaches are synchronous: each run waits in one of these threads (ours never do)
+OPTILLM_THREADS = 64
+
 
 @dataclass(frozen=True)
 class Service:
@@ -26,14 +31,17 @@ class Service:
     session: aiohttp.ClientSession
     upstream: Upstream
     endpoints: dict[str, Backend]
+    pool: ThreadPoolExecutor
 
     @classmethod
     @asynccontextmanager
     async def open(cls, host: Optillm, runtime: Runtime) -> AsyncIterator[Service]:
         session = new_session()
+        pool = ThreadPoolExecutor(max_workers=OPTILLM_THREADS, thread_name_prefix="optillm-approach")
         try:
-            yield cls(host, runtime, session, Upstream(host.settings, session), runtime.endpoints(session))
+            yield cls(host, runtime, session, Upstream(host.settings, session), runtime.endpoints(session), pool)
         finally:
+            pool.shutdown(wait=False, cancel_futures=True)
             await session.close()
 
     def backends(self, bearer: str | None) -> dict[str, Backend]:

@@ -11,7 +11,7 @@ is the proxy's own key (`--optillm-api-key`), which is for us, not for the backe
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -40,14 +40,14 @@ class Upstream:
             return self._keyed(bearer or "")
         return self.default
 
-    def sync_client(self, bearer: str | None, fallback: Any) -> Any:
+    def sync_client(self, bearer: str | None, fallback: Callable[[], Any]) -> Any:
         """A synchronous client for optillm's own approaches, which call the SDK themselves:
-        one per key, reused (`fallback` for the providers optillm builds itself)."""
+        one per key, reused (`fallback()` for the providers optillm builds itself)."""
         if self._passes_through(bearer):
             return self._client(bearer or "")
         if self.provider == "openai":
             return self._client(self.key or "")
-        return fallback
+        return fallback()
 
     def _client(self, key: str) -> Any:
         if key not in self._clients:
@@ -75,12 +75,12 @@ class Upstream:
 
             return ClientBackend(openai.AsyncAzureOpenAI(api_key=environ["AZURE_OPENAI_API_KEY"],
                                                          api_version=environ.get("AZURE_API_VERSION"),
-                                                         azure_endpoint=environ.get("AZURE_API_BASE")))
+                                                         azure_endpoint=environ.get("AZURE_API_BASE", "")))
         if self.provider == "cerebras":
             from cerebras.cloud.sdk import AsyncCerebras
 
-            base = {"base_url": self.base_url} if self.base_url != OPENAI_BASE_URL else {}
-            return ClientBackend(AsyncCerebras(api_key=environ["CEREBRAS_API_KEY"], **base))
+            base_url = self.base_url if self.base_url != OPENAI_BASE_URL else None
+            return ClientBackend(AsyncCerebras(api_key=environ["CEREBRAS_API_KEY"], base_url=base_url))
         return LiteLLMBackend()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -37,18 +36,6 @@ TIME = {"type": "function", "function": {
     "name": "get_time",
     "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}
 TOOLS = [WEATHER, TIME]
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[BackgroundSim]:
-    with BackgroundSim(seed=0, time_scale=0.0) as server:
-        yield server
-
-
-@pytest.fixture()
-def client(sim: BackgroundSim) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.base_url, api_key="sk-test-secret-123", max_retries=0, timeout=10) as c:
-        yield c
 
 
 def patch(sim: BackgroundSim, **models: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ the answers of JSON candidates; a malformed `response_format` is a 400 naming it
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,18 +19,6 @@ from selfmoa.sim.answers import answer_of
 ARITH = load_tasks("arithmetic")
 CHOICE = load_tasks("choice")
 JSON_OBJECT = {"type": "json_object"}
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[BackgroundSim]:
-    with BackgroundSim(seed=0, time_scale=0.0) as server:
-        yield server
-
-
-@pytest.fixture()
-def client(sim: BackgroundSim) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.base_url, api_key="sk-test-secret-123", max_retries=0, timeout=10) as c:
-        yield c
 
 
 @pytest.fixture(scope="module", autouse=True)

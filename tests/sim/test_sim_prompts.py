@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +34,6 @@ TEXTS = [f"Working {i}.\nAnswer: {a}" for i, a in enumerate(ANSWERS)]
 INSTRUCTIONS = ("Here are several drafts written for the question above. Merge the drafts into a single "
                 "reply of your own. Never mention that drafts existed at all.")
 SIM_DIR = Path(__file__).resolve().parent.parent / "plugin" / "sim"
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[BackgroundSim]:
-    with BackgroundSim(seed=0, time_scale=0.0) as server:
-        yield server
-
-
-@pytest.fixture()
-def client(sim: BackgroundSim) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.base_url, api_key="sk-test-secret-123", max_retries=0, timeout=10) as c:
-        yield c
 
 
 def patch(sim: BackgroundSim, **models: dict[str, Any]) -> httpx.Response:

@@ -9,7 +9,6 @@ simulator drew before its wording varied.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,17 +28,9 @@ PINNED = ["12", "66", "66", "66", "66", "63", "66", "66", "66", "66",
 the answer is drawn before the wording, so rewording must leave every one of them where it was."""
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[BackgroundSim]:
-    with BackgroundSim(seed=0, time_scale=0.0) as server:
-        patch(server)
-        yield server
-
-
-@pytest.fixture()
-def client(sim: BackgroundSim) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0, timeout=10) as c:
-        yield c
+@pytest.fixture(scope="module", autouse=True)
+def _models(sim: BackgroundSim) -> None:
+    patch(sim)
 
 
 def patch(sim: BackgroundSim) -> None:

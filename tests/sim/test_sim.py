@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
@@ -22,18 +21,6 @@ from selfmoa.sim.behaviour import estimate_tokens, majority, prompt_tokens
 
 ARITH = load_tasks("arithmetic")
 CHOICE = load_tasks("choice")
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[BackgroundSim]:
-    with BackgroundSim(seed=0, time_scale=0.0) as server:
-        yield server
-
-
-@pytest.fixture()
-def client(sim: BackgroundSim) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=sim.base_url, api_key="sk-test-secret-123", max_retries=0, timeout=10) as c:
-        yield c
 
 
 def patch(sim: BackgroundSim, **models: dict) -> None:
