@@ -35,6 +35,9 @@ from .protocol import (
 from .state import STATE, SimState
 
 
+_CUT_PAUSE = 0.2  # seconds, unscaled: how long a cut stream's first half is left to arrive
+
+
 class _NoResponse(Exception):
     """The request ends without an HTTP response (connection reset, or client gone during a hang)."""
 
@@ -215,8 +218,11 @@ async def _stream(request: web.Request, call_id: str, name: str, choices: list[C
     steps = max(len(s) for s in streams)
     for step in range(steps):
         if cut and step == steps // 2:
+            # the half answer must reach the client before the connection goes: a client library
+            # may drop the bytes it has not read yet once the connection is lost
+            await asyncio.sleep(_CUT_PAUSE)
             if request.transport is not None:
-                request.transport.abort()
+                request.transport.close()
             raise _NoResponse("stream_cut")
         step_tokens = 0
         for index, deltas in enumerate(streams):
