@@ -153,3 +153,32 @@ LLAMA_SHAPES = [name for name in SHAPES if name != "unknown model"]
 @pytest.mark.parametrize("name", LLAMA_SHAPES)
 def test_against_llamacpp(llama: LlamaServer, llama_client: openai.OpenAI, name: str) -> None:
     run_matrix(llama_client, llama.model, SHAPES[name], [llama.model, "second-name"])
+
+
+# --- a plain model through the proxy is the model itself ---------------------------------------------
+
+
+def plain_reply(client: openai.OpenAI, model: str, stream: bool) -> Any:
+    fields: dict[str, Any] = {"model": model, "messages": BAKER, "temperature": 0, "seed": 1, "max_tokens": 12}
+    if stream:
+        return [c.model_dump() for c in client.chat.completions.create(
+            **fields, stream=True, stream_options={"include_usage": True})]
+    return client.chat.completions.with_raw_response.create(**fields).http_response.json()
+
+
+def test_a_plain_reply_through_the_proxy_is_the_backends(llama: LlamaServer, llama_client: openai.OpenAI) -> None:
+    """Greedy decoding: the same request gives the same reply, directly or through `selfmoa serve`."""
+    with openai.OpenAI(base_url=llama.base_url, api_key="unused", max_retries=0, timeout=60) as direct:
+        mine, theirs = plain_reply(llama_client, llama.model, False), plain_reply(direct, llama.model, False)
+    assert set(mine) == set(theirs) and mine["choices"][0]["message"] == theirs["choices"][0]["message"]
+    counted = ("prompt_tokens", "completion_tokens", "total_tokens")  # what the cache served differs by turn
+    assert {k: mine["usage"][k] for k in counted} == {k: theirs["usage"][k] for k in counted}
+
+
+def test_a_plain_stream_through_the_proxy_has_the_backends_chunks(llama: LlamaServer,
+                                                                   llama_client: openai.OpenAI) -> None:
+    with openai.OpenAI(base_url=llama.base_url, api_key="unused", max_retries=0, timeout=60) as direct:
+        mine, theirs = plain_reply(llama_client, llama.model, True), plain_reply(direct, llama.model, True)
+    assert len(mine) == len(theirs) > 3  # chunk for chunk, not one chunk at the end
+    assert [c["choices"] for c in mine] == [c["choices"] for c in theirs]
+    assert mine[-1]["usage"]["completion_tokens"] == theirs[-1]["usage"]["completion_tokens"]

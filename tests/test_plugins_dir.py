@@ -3,11 +3,13 @@ optillm's `--plugins-dir` (which optillm 0.4.0 itself ignores)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from selfmoa.sim import BackgroundSim
 from tests.live import BIN, Proxy, SimLog
@@ -39,6 +41,25 @@ def test_stock_optillm_serves_every_slug_from_the_plugins_dir(stock_optillm: Pro
     assert reply.choices[0].message.content
     kinds = [c["kind"] for c in simlog.calls()]
     assert kinds.count("aggregate") == 1 and "propose" in kinds
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stock_optillm_passes_our_complete_reply_through(stock_optillm: Proxy, simlog: SimLog, stream: bool) -> None:
+    """optillm 0.4.0 returns (and streams) a plugin's dict with `choices` and `usage` as it is:
+    usage over every call, the final finish reason, an id, a created time."""
+    body = {"model": "self_moa-sim-strong", "messages": ASK, "stream": stream,
+            "stream_options": {"include_usage": True}, "moa": {"samples": 3}}
+    response = stock_optillm.post(body)
+    calls = [c for c in simlog.calls() if c["status"] == 200]
+    prompt = sum(c["prompt_tokens"] for c in calls)
+    if stream:
+        events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+        chunks = [ChatCompletionChunk.model_validate(e) for e in events]
+        assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == prompt
+        return
+    reply = ChatCompletion.model_validate(response.json())
+    assert reply.id and reply.usage is not None and reply.usage.prompt_tokens == prompt
+    assert reply.usage.completion_tokens == sum(c["completion_tokens"] for c in calls)
 
 
 def test_stock_optillm_reports_bad_configuration_as_an_error(stock_optillm: Proxy) -> None:
