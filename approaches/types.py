@@ -72,7 +72,7 @@ class Hedging:
     after_share: float = 0.5
     min_delay: float = 0.5
     max_extra: int = 4
-    max_share: float = 0.2
+    max_share: float = 0.5
 
     def delay(self, usual: float | None, time_left: float) -> float:
         """Seconds an attempt may stay unanswered on the wire before it is raced."""
