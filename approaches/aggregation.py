@@ -17,7 +17,7 @@ from .calls import Caller
 from .errors import BackendError, ContextTooLong, SelfMoAError, StreamInterrupted, TransientError
 from .events import AnswerDelta, Emit
 from .hedging import hedged_complete, hedged_stream
-from .hygiene import MarkupFilter, clean, says_something
+from .hygiene import AnswerFilter, clean, says_something
 from .prompts import (
     SELECT_INSTRUCTIONS,
     SYNTHESIZE_INSTRUCTIONS,
@@ -154,7 +154,7 @@ class _Relay:
     known to be one)."""
 
     def __init__(self, emit: Emit) -> None:
-        self.emit, self.markup = emit, MarkupFilter()
+        self.emit, self.markup = emit, AnswerFilter()
         self.held: list[Delta] = []
         self.visible, self.shown = "", False
 

@@ -20,10 +20,13 @@ import regex
 from .prompts import CANDIDATE_RULES, REFERENCES_INSTRUCTIONS, SELECT_INSTRUCTIONS, SYNTHESIZE_INSTRUCTIONS
 
 # A fence tag in every form a model writes it back: opening (with any attributes), closing, the
-# escaped forms `fence()` puts inside candidates (`<\/candidate>`, `<\candidate`) and HTML entities.
-_TAG = r"(?:<|&lt;)\\?/?\\?candidate\b[^<>\n]{0,80}(?:>|&gt;)"
+# escaped forms `fence()` puts inside candidates (`<\/candidate>`, `<\candidate`), HTML entities,
+# the plural a model makes of it; and the other markup of our prompts: `<best>` tags, the
+# `cut_off="true"` attribute.
+_TAG = (r"(?:(?:<|&lt;)\s*\\?/?\\?\s*candidates?\b[^<>\n]{0,80}(?:>|&gt;)|(?:<|&lt;)\s*/?\s*best\s*(?:>|&gt;)"
+        r"|cut_off\s*=\s*(?:\\?\"true\\?\"|'true'|true\b))")
 # A tag cut off at the very end of an answer (its token limit came first): `</cand`, `<candidate id="2"`.
-_CUT_TAG = r"(?:<|&lt;)\\?(?:/\\?c|\\?cand)[a-z]{0,6}(?:\s[^<>\n]{0,80})?"
+_CUT_TAG = r"(?:<|&lt;)\\?(?:/\\?c|\\?cand)[a-z]{0,7}(?:\s[^<>\n]{0,80})?"
 # Clauses of our instructions shorter than this are ordinary phrases ("Reply with its number").
 _SHORTEST_CLAUSE = 24
 
@@ -65,25 +68,24 @@ def _may_hold_markup(text: str) -> bool:
     """A quick look before the patterns: every piece of markup has a `<` (or `&lt;`) or one of
     the clauses' own longest words in it."""
     lowered = text.lower()
-    return "<" in text or "&lt;" in lowered or any(word in lowered for word in _CLAUSE_WORDS)
+    return "<" in text or "&lt;" in lowered or "cut_off" in lowered or any(w in lowered for w in _CLAUSE_WORDS)
+
+
+CUT = "\x00"  # where a piece was taken out (invisible; decides the whitespace around it in the end)
 
 
 class MarkupFilter:
-    """Removes fence tags and instruction clauses from text fed to it piece by piece.
-
-    Until something is shown, leading whitespace is held too: an answer that opened with a fence
-    starts at its first word, not at the newline after the fence.
-    """
+    """Removes fence tags and instruction clauses from text fed to it piece by piece, leaving a
+    `CUT` where each was."""
 
     def __init__(self) -> None:
         self._held = ""
-        self._started = False  # something was shown
         self.removed = 0  # pieces of markup taken out so far
 
     def feed(self, text: str) -> str:
         """The part of everything fed so far that can be shown now."""
-        self._held += text
-        return self._show(self._scan(_MARKUP, partial=True))
+        self._held += text.replace(CUT, "")
+        return self._scan(_MARKUP, partial=True)
 
     def _scan(self, markup: regex.Pattern[str], *, partial: bool) -> str:
         shown: list[str] = []
@@ -98,6 +100,7 @@ class MarkupFilter:
             if match.partial:  # may still grow into markup: wait for more text
                 self._held = self._held[match.start():]
                 break
+            shown.append(CUT)
             position = match.end()
             self.removed += 1
         return "".join(shown)
@@ -105,22 +108,10 @@ class MarkupFilter:
     def end(self) -> str:
         """What is left once the text is complete (a tag cut off at the end is dropped)."""
         held = self._scan(_MARKUP_AT_END, partial=False)
-        cut = _CUT_AT_END.sub("", held)
+        cut = _CUT_AT_END.sub(CUT, held)
         if cut != held:
             self.removed += 1
-        tail = self._show(cut, final=True)
-        return tail.rstrip() if self.removed else tail
-
-    def _show(self, text: str, final: bool = False) -> str:
-        if self._started:
-            return text
-        if not text.strip() and not final:
-            self._held = text + self._held  # only whitespace so far: what follows decides
-            return ""
-        if self.removed:
-            text = text.lstrip()
-        self._started = bool(text)
-        return text
+        return cut
 
 
 def _leftmost(markup: regex.Pattern[str], text: str, start: int) -> regex.Match[str] | None:
@@ -141,14 +132,150 @@ def _leftmost(markup: regex.Pattern[str], text: str, start: int) -> regex.Match[
     return full
 
 
+# An echo that no whole clause matches ("It's a simple, accurate, well-structured response to the
+# user"): this many consecutive words of our instructions, numbers counting as their `{count}`.
+ECHO_WORDS = 6
+_TOKEN = re.compile(r"[a-z0-9']+|\{[a-z_]+\}")
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+def _normal(word: str) -> str:
+    return "0" if word.isdigit() or word.startswith("{") else word.strip("'")
+
+
+def _runs(*templates: str) -> list[set[tuple[str, ...]]]:
+    """Every run of 1 to `ECHO_WORDS` consecutive words of the templates, by length."""
+    found: list[set[tuple[str, ...]]] = [set() for _ in range(ECHO_WORDS + 1)]
+    for template in templates:
+        words = [_normal(w) for w in _TOKEN.findall(template.replace("{candidates}", " ").lower())]
+        for length in range(1, ECHO_WORDS + 1):
+            found[length].update(tuple(words[i:i + length]) for i in range(len(words) - length + 1))
+    return found
+
+
+_RUNS = _runs(SYNTHESIZE_INSTRUCTIONS, SELECT_INSTRUCTIONS, REFERENCES_INSTRUCTIONS, CANDIDATE_RULES)
+_RUN_KEYS = {max(run, key=len) for run in _RUNS[ECHO_WORDS]}  # every echo has one of these words in it
+
+
+class EchoFilter:
+    """Removes an echo of our instructions: from the first of `ECHO_WORDS` consecutive words of
+    them to the end of its sentence. Fed in pieces, it holds back only words that may still grow
+    into such a run (and an unfinished last word)."""
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._dropping = False  # inside an echo's sentence: dropped up to its end
+        self.removed = 0
+
+    def feed(self, text: str) -> str:
+        self._held += text
+        return self._scan(final=False)
+
+    def end(self) -> str:
+        return self._scan(final=True)
+
+    def _scan(self, *, final: bool) -> str:
+        shown: list[str] = []
+        while True:
+            if self._dropping and not self._skip_sentence(final):
+                return "".join(shown)
+            start, echo = self._find(final)
+            if start is None:
+                shown.append(self._held)
+                self._held = ""
+                return "".join(shown)
+            if not echo:  # may still become one: wait for what follows
+                shown.append(self._held[:start])
+                self._held = self._held[start:]
+                return "".join(shown)
+            shown.append(self._held[:start] + CUT)
+            self._held, self._dropping, self.removed = self._held[start:], True, self.removed + 1
+
+    def _skip_sentence(self, final: bool) -> bool:
+        """Drop up to the end of the echo's sentence; False while that end has not come yet."""
+        end = _SENTENCE_END.search(self._held)
+        if end is not None:
+            self._held, self._dropping = self._held[end.end():], False
+            return True
+        # a sentence mark at the very end may yet be "1.5": keep it until the next piece says
+        self._held = "" if final or not self._held.endswith((".", "!", "?")) else self._held[-1]
+        return False
+
+    def _find(self, final: bool) -> tuple[int | None, bool]:
+        """(start, True): an echo starts there; (start, False): hold from there, a run that may
+        still grow into one, or an unfinished last word; (None, False): nothing to hold."""
+        words = list(_TOKEN.finditer(self._held.lower()))
+        unfinished = words.pop() if words and not final and words[-1].end() == len(self._held) else None
+        normal = [_normal(w.group()) for w in words]
+        for first in range(len(normal)):
+            length = 0
+            while length < ECHO_WORDS and first + length < len(normal) and \
+                    tuple(normal[first:first + length + 1]) in _RUNS[length + 1]:
+                length += 1
+            if length == ECHO_WORDS:
+                return self._with_separator(words[first].start()), True
+            if length and not final and first + length == len(normal):
+                return self._with_separator(words[first].start()), False
+        if unfinished is not None:
+            return self._with_separator(unfinished.start()), False
+        trailing = self._with_separator(len(self._held))  # may come before an echo: held with it
+        return (trailing, False) if not final and trailing < len(self._held) else (None, False)
+
+    def _with_separator(self, start: int) -> int:
+        """A run's start with the separator before it (", " is an echo's too, or held with it)."""
+        while start and self._held[start - 1] in " ,;:":
+            start -= 1
+        return start
+
+
+def _may_echo(text: str) -> bool:
+    lowered = text.lower()
+    return any(key in lowered for key in _RUN_KEYS)
+
+
+class AnswerFilter:
+    """Our markup, then echoes of our instructions, out of an answer fed in pieces. Where a piece
+    at the very start was cut, the whitespace after it goes too (`<candidate id="1">\nParis` shows
+    `Paris`); where anything was cut, so does the whitespace at the end (`12\n</candidate>` shows
+    `12`). Text with nothing cut is shown as it was, to the byte."""
+
+    def __init__(self) -> None:
+        self.markup, self.echo = MarkupFilter(), EchoFilter()
+        self._lead = ""  # the start of the answer, while it is only whitespace and cuts
+        self._started = False
+
+    @property
+    def removed(self) -> int:
+        return self.markup.removed + self.echo.removed
+
+    def feed(self, text: str) -> str:
+        return self._show(self.echo.feed(self.markup.feed(text)))
+
+    def end(self) -> str:
+        tail = self._show(self.echo.feed(self.markup.end()) + self.echo.end(), final=True)
+        return tail.rstrip() if self.removed else tail
+
+    def _show(self, text: str, final: bool = False) -> str:
+        if not self._started:
+            text, self._lead = self._lead + text, ""
+            if not text.replace(CUT, "").strip() and not final:
+                self._lead = text  # only whitespace (and cuts) so far: what follows decides
+                return ""
+            lead = len(text) - len(text.lstrip(" \t\n\r" + CUT))
+            if CUT in text[:lead]:
+                text = text[lead:]
+            self._started = bool(text.replace(CUT, ""))
+        return text.replace(CUT, "")
+
+
 def clean(text: str) -> tuple[str, int]:
-    """`text` without ensemble markup, and how many pieces were removed: what `MarkupFilter`
+    """`text` without ensemble markup, and how many pieces were removed: what `AnswerFilter`
     shows of it fed in any pieces, found in one pass (the text is complete: nothing to hold back)."""
-    if not _may_hold_markup(text):
+    if not _may_hold_markup(text) and not _may_echo(text):
         return text, 0
-    markup = MarkupFilter()
-    markup._held = text
-    return markup.end(), markup.removed
+    answer = AnswerFilter()
+    answer.markup._held = text.replace(CUT, "")
+    return answer.end(), answer.removed
 
 
 def has_words(text: str) -> bool:

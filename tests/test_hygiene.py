@@ -8,7 +8,7 @@ import random
 import pytest
 
 from selfmoa.approaches import AnswerDelta, Done, Outcome, run_moa
-from selfmoa.approaches.hygiene import MarkupFilter, clean, says_something
+from selfmoa.approaches.hygiene import AnswerFilter, clean, says_something
 from selfmoa.approaches.prompts import CANDIDATE_RULES, SYNTHESIZE_INSTRUCTIONS
 from tests.conftest import events_of, make_caller, make_recipe
 from tests.fakes import Call, FakeBackend
@@ -47,7 +47,7 @@ def test_ordinary_text_is_left_as_it_is(text: str) -> None:
 def test_streamed_in_any_pieces_the_text_comes_out_as_cleaned_whole(text: str) -> None:
     pick = random.Random(text)
     for _ in range(40):
-        markup, shown, start = MarkupFilter(), "", 0
+        markup, shown, start = AnswerFilter(), "", 0
         while start < len(text):
             end = start + pick.randint(1, 6)
             shown += markup.feed(text[start:end])
