@@ -13,9 +13,9 @@ fixture; the tests only read its results. No assertion depends on timing. Each c
 ``SELFMOA_REAL_MODEL_QUESTIONS`` questions (default 1, the questions rotating over the cells so
 all of them are asked): on this 2-CPU machine every request costs seconds of CPU (one or two
 aggregation prompts of ~250 tokens at ~115 tokens/s), so the default grid of 24 requests takes about
-two minutes and ``SELFMOA_REAL_MODEL_QUESTIONS=5`` (120 requests) ten to fifteen. Before the output
-hygiene, 9 of 40 ``last_user`` answers leaked (0 of 40 ``system`` ones): a grid of one question a
-cell misses that with a chance of about 0.78**8, 14%.
+two minutes and ``SELFMOA_REAL_MODEL_QUESTIONS=5`` (120 requests) about six. Before the output
+hygiene (commit b672994) that grid of 5 found 9 of 40 ``last_user`` answers and 1 of 40 ``system``
+ones leaking: the default grid misses such a rate with a chance of about 0.78**8, 14%.
 """
 
 from __future__ import annotations
@@ -42,16 +42,18 @@ QUESTIONS = (
     "Name one primary color.",
     "Say hello in Spanish.",
 )
-SEQ = {"samples": 5, "window": 4, "synthesis_slots": 2}  # two rounds: 4 samples, then 2 syntheses + 1 new
+# Small settings: the aggregation prompt's fixed wording is most of each request's cost here, and
+# these leaked as often before the hygiene as 4 samples of 48 tokens with a 4-slot window did.
+SEQ = {"samples": 3, "window": 2, "synthesis_slots": 1}  # two rounds: 2 samples, then the synthesis + 1 new
 MOA: dict[str, dict[str, Any]] = {
-    "self_moa": {"samples": 4},
+    "self_moa": {"samples": 3},
     "self_moa_seq": dict(SEQ),
-    "mixed_moa": {"proposers": [ALIAS, ALIAS], "samples": 4},
+    "mixed_moa": {"proposers": [ALIAS, ALIAS], "samples": 3},
     "mixed_moa_seq": {"proposers": [ALIAS, ALIAS], **SEQ},
 }
 PLACEMENTS = ("system", "last_user", "auto")
 MODES = ("whole", "streamed")
-PROPOSAL_TOKENS = 48
+PROPOSAL_TOKENS = 32  # cut-off proposals are welcome: their `cut_off="true"` mark is one more thing to echo
 ANSWER_TOKENS = 64
 CONCURRENCY = 4  # requests at once; each keeps up to 4 of llama.cpp's 8 slots busy
 PER_CELL = int(os.environ.get("SELFMOA_REAL_MODEL_QUESTIONS", "1"))
@@ -59,6 +61,8 @@ PER_CELL = int(os.environ.get("SELFMOA_REAL_MODEL_QUESTIONS", "1"))
 
 @dataclass(frozen=True)
 class Cell:
+    """One square of the grid: an approach, a placement, whole or streamed (each a code path of its own)."""
+
     approach: str
     placement: str
     mode: str
@@ -72,6 +76,8 @@ class Cell:
 
 @dataclass
 class Answer:
+    """What one request gave: the answer's text, or the error it failed with, and the leaks found."""
+
     question: str
     text: str = ""
     error: str | None = None
