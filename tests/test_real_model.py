@@ -13,7 +13,7 @@ fixture; the tests only read its results. No assertion depends on timing. Each c
 ``SELFMOA_REAL_MODEL_QUESTIONS`` questions (default 1, the questions rotating over the cells so
 all of them are asked): on this 2-CPU machine every request costs seconds of CPU (one or two
 aggregation prompts of ~250 tokens at ~115 tokens/s), so the default grid of 24 requests takes about
-two minutes and ``SELFMOA_REAL_MODEL_QUESTIONS=5`` (120 requests) about six. Before the output
+two minutes and ``SELFMOA_REAL_MODEL_QUESTIONS=5`` (120 requests) about nine. Before the output
 hygiene (commit b672994) that grid of 5 found 9 of 40 ``last_user`` answers and 1 of 40 ``system``
 ones leaking: the default grid misses such a rate with a chance of about 0.78**8, 14%.
 """
