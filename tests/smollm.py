@@ -37,9 +37,11 @@ N_CTX = 2048
 # Every completion is capped server-side: a 135M model sometimes loops, and `selfmoa ab` sends no
 # max_tokens, so without a cap one looping answer could take a slot's whole context.
 N_PREDICT = 128
-# One thread: llama.cpp's compute threads busy-wait at their barriers, and on a 2-CPU machine shared
-# with other work one `n=4` call of 64 tokens took 4-8 s with one thread but 20-350 s with two
-# (measured here; with the CPUs to itself, two threads are about twice as fast).
+# One thread: llama.cpp's compute threads busy-wait at their barriers, so on a 2-CPU machine where
+# anything else runs (the proxy, the test itself, other work) two threads lose. Measured here, one
+# `n=4` call of 64 tokens: 3.5 s with one thread against 8-13 s with two beside one busy process
+# (`--poll 0` did not help), 20-350 s with two on a loaded machine; with the CPUs all to itself, a
+# Self-MoA grid took 87 s with two threads and 126 s with one.
 THREADS = 1
 # The proxy's server file: the deadline is generous (a shared 2-CPU machine is slow, and a late
 # answer would be a fallback, not the aggregator's), and hedging is off: a raced call on an
