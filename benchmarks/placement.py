@@ -45,7 +45,7 @@ from selfmoa.approaches import AnswerDelta, BackendError, BackendMemory, Caller,
 from selfmoa.approaches.backend import Chunk, Completion, parse_chunk, parse_completion  # noqa: E402
 from selfmoa.approaches.prompts import CANDIDATE_PATTERN  # noqa: E402
 from selfmoa.config import ServerConfig, resolve  # noqa: E402
-from tests.llamacpp_server import LlamaServer, llamacpp_server, write_tiny_gguf  # noqa: E402
+from selfmoa.testing.llamacpp import LlamaServer, llamacpp_server, write_tiny_gguf  # noqa: E402
 
 PLACEMENTS = ("system", "last_user")
 GOAL = 1.2

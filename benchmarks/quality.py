@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks.leaks, tests.smollm (the model and the servers around it)
 
 from benchmarks.leaks import leaks  # noqa: E402
-from tests.live import CLIENT_KEY, Proxy  # noqa: E402
-from tests.smollm import ALIAS, smollm_proxy, smollm_server  # noqa: E402
+from selfmoa.testing.live import CLIENT_KEY, Proxy  # noqa: E402
+from selfmoa.testing.smollm import ALIAS, smollm_proxy, smollm_server  # noqa: E402
 
 TASKS = Path(__file__).resolve().parent / "data" / "short-answers.jsonl"
 PLACEMENTS = ("system", "last_user", "auto")

@@ -57,9 +57,9 @@ from benchmarks.verdicts import (  # noqa: E402
     message_of,
 )
 from selfmoa.sim import BackgroundSim, load_tasks  # noqa: E402
-from tests.live import CLIENT_KEY, Proxy  # noqa: E402
-from tests.test_hostile_input import MALFORMED  # noqa: E402
-from tests.test_hostile_input import SERVER_CONFIG as HOSTILE_CONFIG  # noqa: E402
+from selfmoa.testing.hostile import MALFORMED  # noqa: E402
+from selfmoa.testing.hostile import SERVER_CONFIG as HOSTILE_CONFIG  # noqa: E402
+from selfmoa.testing.live import CLIENT_KEY, Proxy  # noqa: E402
 
 SERVER_CONFIG = HOSTILE_CONFIG  # the caps the malformed-body catalogue is written against
 SERVER_DEADLINE = float(yaml.safe_load(SERVER_CONFIG)["defaults"]["timeout"])

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from benchmarks.verdicts import HUNG_AFTER, Request, Tally, judge_error, judge_traced, message_of
-from tests.live import CLIENT_KEY, Proxy
+from selfmoa.testing.live import CLIENT_KEY, Proxy
 
 FAST = {"ttft_ms": 40, "per_token_ms": 0.5}
 # 20% of calls hang; 10% fail transiently: 429 (Retry-After 0.5 s), 500 or a dropped connection

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 
 from selfmoa.sim import extract_answer
-from tests.live import CLIENT_KEY
-from tests.test_hostile_input import BODY
+from selfmoa.testing.hostile import BODY
+from selfmoa.testing.live import CLIENT_KEY
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"  # what tests.live.Proxy puts in OPENAI_API_KEY
 HUNG_AFTER = 0.5  # seconds past the deadline after which a request counts as hung

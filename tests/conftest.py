@@ -12,8 +12,8 @@ import pytest
 
 from selfmoa.approaches import BackendMemory, Caller, Deadline, Event, Hedging, Proposer, Recipe, moa_events
 from selfmoa.sim import BackgroundSim
+from selfmoa.testing.live import Proxy, SimLog
 from tests.fakes import FakeBackend
-from tests.live import Proxy, SimLog
 
 # LiteLLM (imported by optillm and by the client tests) fetches its model price list from GitHub
 # at import, retrying with pauses when offline; its bundled copy does for tests.

@@ -15,7 +15,7 @@ from selfmoa.ab.report import SIMULATOR_NOTE
 from selfmoa.ab.tasks import load_tasks
 from selfmoa.cli import main
 from selfmoa.sim import BackgroundSim, extract_answer
-from tests.live import BIN, Proxy
+from selfmoa.testing.live import BIN, Proxy
 
 BASE = ["ab", "--tasks", "arithmetic", "--approaches", "none,self_moa", "--model", "sim-strong", "--out", "o"]
 

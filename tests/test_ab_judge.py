@@ -12,7 +12,7 @@ from selfmoa.ab.judge import Judgement, judge_prompt, parse_verdict
 from selfmoa.ab.stats import bootstrap_interval
 from selfmoa.ab.summary import approach_row
 from selfmoa.ab.tasks import load_tasks
-from tests.live import BIN, Proxy, SimLog
+from selfmoa.testing.live import BIN, Proxy, SimLog
 
 
 def test_the_prompt_fences_question_and_both_responses() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from selfmoa.ab.store import ResultsFile, StoreError, check_manifest
+from selfmoa.testing.live import BIN
 from tests.ab_backend import ScriptedEndpoint, completion, number_in, say_tasks
-from tests.live import BIN
 
 TASKS = 16
 

@@ -12,7 +12,7 @@ import pytest
 from selfmoa.ab.diversity import vendi_score
 from selfmoa.ab.tasks import load_tasks
 from selfmoa.sim import extract_answer
-from tests.live import BIN, Proxy, SimLog
+from selfmoa.testing.live import BIN, Proxy, SimLog
 
 RATES = {"sim-strong": (3.0, 12.0), "sim-weak": (0.5, 1.5)}
 

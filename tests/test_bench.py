@@ -79,7 +79,7 @@ def test_the_soak_runs_briefly_and_plots_memory_and_threads(tmp_path: Path) -> N
 
     from benchmarks.soak import MODELS, plot, soak
     from selfmoa.sim import BackgroundSim
-    from tests.live import Proxy
+    from selfmoa.testing.live import Proxy
 
     with BackgroundSim(seed=1, time_scale=1.0) as sim:
         httpx.post(f"{sim.root_url}/sim/profile", json={"models": MODELS}, timeout=30).raise_for_status()

@@ -12,13 +12,12 @@ from typing import Any
 import httpx
 import openai
 
-from selfmoa.approaches import BackendMemory, Caller, Deadline, ParameterRefused, Proposer, run_moa
-from selfmoa.approaches import ClientBackend
+from selfmoa.approaches import BackendMemory, Caller, ClientBackend, Deadline, ParameterRefused, Proposer, run_moa
 from selfmoa.approaches.backend import cache_hints
 from selfmoa.approaches.classify import classify
+from selfmoa.testing.live import SimLog
 from tests.conftest import make_recipe
 from tests.fakes import Call, FakeBackend, default_script, status_error
-from tests.live import SimLog
 
 CONVERSATION = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Pick a number."}]
 

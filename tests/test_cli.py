@@ -11,7 +11,7 @@ import httpx
 import openai
 
 from selfmoa.sim import BackgroundSim
-from tests.live import BIN, Proxy, SimLog
+from selfmoa.testing.live import BIN, Proxy, SimLog
 
 PROFILE = """
 seed: 0

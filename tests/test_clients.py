@@ -8,8 +8,8 @@ import asyncio
 import litellm
 import openai
 
+from selfmoa.testing.live import CLIENT_KEY, Proxy
 from tests.conversations import BAKER
-from tests.live import CLIENT_KEY, Proxy
 
 MODEL = "self_moa-sim-strong"
 

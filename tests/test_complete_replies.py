@@ -14,8 +14,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
 from selfmoa.sim import BackgroundSim
+from selfmoa.testing.live import Proxy, SimLog
 from tests.conversations import BAKER, TOOLS, WEATHER
-from tests.live import Proxy, SimLog
 
 CONVERSATION = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Pick a number."},
                 {"role": "assistant", "content": "7"}, *BAKER]

@@ -18,9 +18,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from selfmoa.testing.live import Proxy
+from selfmoa.testing.llamacpp import LlamaServer, llamacpp_server, write_tiny_gguf
 from tests.conversations import AFTER_TOOL_RESULTS, BAKER, TOOLS, WEATHER
-from tests.live import Proxy
-from tests.llamacpp_server import LlamaServer, llamacpp_server, write_tiny_gguf
 
 SLUGS = ("self_moa", "mixed_moa", "self_moa_seq", "mixed_moa_seq")
 LONG = [{"role": "user", "content": "Summarise: " + "lorem ipsum dolor " * 4000}]

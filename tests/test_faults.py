@@ -22,10 +22,10 @@ import openai
 import pytest
 
 from selfmoa.sim import BackgroundSim
-from tests.live import CLIENT_KEY, Proxy, SimLog, free_port
+from selfmoa.testing.live import CLIENT_KEY, Proxy, SimLog, free_port
 
 MARGIN = 3.0  # seconds allowed past a deadline before a test calls it outlived (see module docstring)
-UPSTREAM_KEY = "sk-upstream-secret-0123456789"  # what tests.live.Proxy puts in OPENAI_API_KEY
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"  # what selfmoa.testing.live.Proxy puts in OPENAI_API_KEY
 DEAD_KEY = "sk-dead-endpoint-secret-77"
 
 # Simulated models with one kind of fault each (fields: plugin/sim/data/profile.yaml header).

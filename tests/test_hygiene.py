@@ -4,6 +4,8 @@ an answer that is nothing but an echo of them is unusable (asked once more, then
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +135,28 @@ def test_a_streamed_echo_of_the_instructions_is_never_relayed() -> None:
     echo = SYNTHESIZE_INSTRUCTIONS.split("{candidates}")[0].format(count=3)
     text, outcome = streamed(echoing(echo, "Paris."))
     assert text == outcome.text == "Paris."
+
+
+PARAPHRASES = [
+    ("It's a simple, accurate, well-structured response to the user.", "It's a simple"),
+    ("You have been provided 4 candidate responses to the user's latest request. 66", "You have been provided 66"),
+    ("Keep what is correct, fix what is wrong. The answer is 9.", "The answer is 9."),
+    ('<candidates id="1">Paris</candidates>', "Paris"),
+    ('Answer: 7 cut_off="true"', "Answer: 7"),
+    ("<best>2</best>", "2"),
+    ('<candidate id="5">\n    indented code', "indented code"),
+]
+
+
+@pytest.mark.parametrize(("leaky", "shown"), PARAPHRASES)
+def test_partial_echoes_plurals_and_other_markup_are_removed(leaky: str, shown: str) -> None:
+    assert clean(leaky) == (shown, clean(leaky)[1]) and clean(leaky)[1] >= 1
+
+
+@pytest.mark.parametrize("text", [leaky for leaky, _ in PARAPHRASES])
+def test_no_leak_remains_by_the_benchmarks_own_check(text: str) -> None:
+    """`benchmarks/leaks.py` is written apart from the filter: what the filter lets through, it passes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from leaks import leaks
+
+    assert leaks(clean(text)[0]) == []

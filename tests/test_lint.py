@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.live import BIN
+from selfmoa.testing.live import BIN
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.llamacpp_server import LlamaServer, llamacpp_server, write_tiny_gguf  # noqa: E402
+from selfmoa.testing.llamacpp import LlamaServer, llamacpp_server, write_tiny_gguf  # noqa: E402
 
 PARALLEL = 4
 MESSAGES = [{"role": "user", "content": "Say something."}]

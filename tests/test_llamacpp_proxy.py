@@ -1,4 +1,4 @@
-"""`selfmoa serve` in front of a real llama.cpp server (``tests/llamacpp_server.py``), end to end.
+"""`selfmoa serve` in front of a real llama.cpp server (``selfmoa.testing.llamacpp``), end to end.
 
 The tiny model is written with ``stop_probability``: after each token it ends its answer with
 ``</s>`` (``finish_reason == "stop"``) about one time in four, never right after a newline or a
@@ -21,8 +21,8 @@ import pytest
 
 from selfmoa.approaches import Candidate, Choice
 from selfmoa.approaches.prompts import SYNTHESIZE_INSTRUCTIONS, aggregation_messages
-from tests.live import Proxy
-from tests.llamacpp_server import LlamaServer, llamacpp_server, write_tiny_gguf
+from selfmoa.testing.live import Proxy
+from selfmoa.testing.llamacpp import LlamaServer, llamacpp_server, write_tiny_gguf
 
 PARALLEL = 4  # llama.cpp's slots: the largest `n` it accepts
 # One slot's context. The aggregation instructions alone take ~600 tokens (about one token a

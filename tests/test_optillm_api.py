@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from selfmoa.sim import BackgroundSim
-from tests.live import Proxy
+from selfmoa.testing.live import Proxy
 
 OPTILLM_VERSION = importlib.metadata.version("optillm")
 # The sdists whose digest we know (PyPI's files never change); another version is used unchecked.

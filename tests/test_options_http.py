@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from selfmoa.sim import BackgroundSim, load_tasks
-from tests.live import SimLog
+from selfmoa.testing.live import SimLog
 
 TASK = load_tasks("choice")[0]
 ASK = [{"role": "user", "content": TASK.question}]

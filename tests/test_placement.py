@@ -25,12 +25,12 @@ from selfmoa.approaches.prompts import (
     aggregation_messages,
 )
 from selfmoa.config import ServerConfig, load_server_config, resolve
+from selfmoa.testing.live import Proxy, SimLog
+from selfmoa.testing.llamacpp import STRICT_CHAT_TEMPLATE, LlamaServer, llamacpp_server, write_tiny_gguf
 from selfmoa.validation import ConfigError
 from tests.conftest import make_caller
 from tests.conversations import AFTER_TOOL_RESULTS, TOOLS
 from tests.fakes import FakeBackend
-from tests.live import Proxy, SimLog
-from tests.llamacpp_server import STRICT_CHAT_TEMPLATE, LlamaServer, llamacpp_server, write_tiny_gguf
 
 CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
     "one question": [{"role": "user", "content": "Capital of France?"}],

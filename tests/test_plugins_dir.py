@@ -12,7 +12,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from selfmoa.sim import BackgroundSim
-from tests.live import BIN, Proxy, SimLog
+from selfmoa.testing.live import BIN, Proxy, SimLog
 
 ASK = [{"role": "user", "content": "What is 2 + 2?"}]
 ECHO_PLUGIN = '''

@@ -1,6 +1,6 @@
 """Output hygiene with a REAL small instruct model: no answer shows the ensemble's machinery.
 
-SmolLM2-135M-Instruct (``tests/smollm.py``) proposes and aggregates, on llama.cpp behind
+SmolLM2-135M-Instruct (``selfmoa.testing.smollm``) proposes and aggregates, on llama.cpp behind
 `selfmoa serve`. A model this small reads our aggregation instructions and fenced candidates as part
 of what it should answer, and writes pieces back: a closing ``</candidate>``, an opening fence, a
 clause of the instructions. Every approach, every placement (``auto`` where the server accepts it),
@@ -32,8 +32,8 @@ import openai
 import pytest
 
 from benchmarks.leaks import leaks
-from tests.live import Proxy
-from tests.smollm import ALIAS, smollm_proxy, smollm_server
+from selfmoa.testing.live import Proxy
+from selfmoa.testing.smollm import ALIAS, smollm_proxy, smollm_server
 
 QUESTIONS = (
     "What is the capital of France?",

@@ -12,8 +12,8 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from selfmoa.sim import BackgroundSim
+from selfmoa.testing.live import Proxy, SimLog
 from tests.conversations import BAKER
-from tests.live import Proxy, SimLog
 
 SLUGS = ("self_moa", "mixed_moa", "self_moa_seq", "mixed_moa_seq")
 MIXED = {"proposers": ["sim-strong", "sim-medium"]}

@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from selfmoa.sim import extract_answer, load_tasks
-from tests.live import CLIENT_KEY, Proxy, SimLog
+from selfmoa.testing.live import CLIENT_KEY, Proxy, SimLog
 
 TASK = load_tasks("arithmetic")[0]
 ASK = [{"role": "user", "content": TASK.question}]

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from selfmoa.sim import BackgroundSim
-from tests.live import BIN, CLIENT_KEY, Proxy, SimLog
+from selfmoa.testing.live import BIN, CLIENT_KEY, Proxy, SimLog
 
 ASK = [{"role": "user", "content": "What is 2 + 2?"}]
 PROXY_KEY = "sk-proxy-only-key-0123456789"

@@ -23,10 +23,10 @@ from selfmoa.approaches import (
     moa_events,
 )
 from selfmoa.approaches.backend import Chunk, Delta
+from selfmoa.testing.live import Proxy, SimLog
 from tests.conftest import events_of, make_caller, make_recipe
 from tests.conversations import BAKER, TOOLS
 from tests.fakes import Call, FakeBackend, default_script
-from tests.live import Proxy, SimLog
 
 
 def stream(client: openai.OpenAI, model: str, **fields: object) -> list[ChatCompletionChunk]:

@@ -10,10 +10,10 @@ import openai
 
 from selfmoa.approaches import Choice, run_moa
 from selfmoa.approaches.prompts import candidate_of
+from selfmoa.testing.live import SimLog
 from tests.conftest import make_caller, make_recipe
 from tests.conversations import AFTER_TOOL_RESULTS, CALL, TOOLS, WEATHER
 from tests.fakes import Call, FakeBackend
-from tests.live import SimLog
 
 
 def test_the_answer_is_a_tool_call_where_the_plain_model_calls_one(client: openai.OpenAI, simlog: SimLog) -> None:

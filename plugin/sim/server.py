@@ -34,7 +34,6 @@ from .protocol import (
 )
 from .state import STATE, SimState
 
-
 _CUT_PAUSE = 0.2  # seconds, unscaled: how long a cut stream's first half is left to arrive
 
 

@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct, a real small instruct model, on llama.cpp, for tests and benchmarks.
 
-Not a test module: test files and benchmarks import it (``from tests.smollm import ...``). The tiny
-model of ``tests/llamacpp_server.py`` writes gibberish by design; this one answers questions, badly
+Not a test module: test files and benchmarks import it (``from selfmoa.testing.smollm import ...``). The tiny
+model of ``selfmoa.testing.llamacpp`` writes gibberish by design; this one answers questions, badly
 but in earnest, and (being small) it is the kind of aggregator that writes our prompt machinery back
 into its answer. That makes it the model to check output hygiene and placement against.
 
@@ -19,8 +19,8 @@ import importlib.metadata
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.live import Proxy
-from tests.llamacpp_server import LlamaServer, llamacpp_server
+from selfmoa.testing.live import Proxy
+from selfmoa.testing.llamacpp import LlamaServer, llamacpp_server
 
 __all__ = ["ALIAS", "DISTRIBUTION", "N_CTX", "N_PREDICT", "PARALLEL", "PROXY_CONFIG", "THREADS",
            "SmolLM2Missing", "gguf_path", "smollm_proxy", "smollm_server"]

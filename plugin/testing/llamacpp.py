@@ -1,6 +1,6 @@
 """A real llama.cpp OpenAI-compatible server for tests, with a tiny model written on the spot.
 
-Not a test module: test files import it as ``from tests.llamacpp_server import ...``. It needs
+Not a test module: test files import it as ``from selfmoa.testing.llamacpp import ...``. It needs
 only the standard library at import time (gguf/numpy/xllamacpp are imported where used).
 
 * :func:`write_tiny_gguf` writes a valid GGUF file for the ``llama`` architecture: one layer,
@@ -23,7 +23,7 @@ after each token, for tests that need complete answers.
 
 Requirements: ``requirements/llamacpp.txt`` (xllamacpp, gguf, numpy).
 
-The child process is this very file run as a script (``python llamacpp_server.py --serve ...``);
+The child process is this very file run as a script (``python llamacpp.py --serve ...``);
 a native crash there cannot take the test process down, and the server's logs go to a file
 whose tail is shown when start-up fails.
 """
@@ -42,7 +42,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -294,13 +294,13 @@ class LlamaServer:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def _health(root_url: str) -> bool:
     try:
         with urllib.request.urlopen(root_url + "/health", timeout=2) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
@@ -382,8 +382,8 @@ def llamacpp_server(model_path: Path, *, ctx_size: int = 512, parallel: int = 4,
         raise RuntimeError(last_error)
 
 
-def _wait_ready(proc: subprocess.Popen, root_url: str, model_path: Path,
-                timeout: float) -> dict | None:
+def _wait_ready(proc: subprocess.Popen[bytes], root_url: str, model_path: Path,
+                timeout: float) -> dict[str, Any] | None:
     """/props of our server once /health says 200; None if it died or timed out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -408,12 +408,13 @@ def _read_from(path: Path, offset: int) -> str:
         return ""
 
 
-def _get(url: str) -> dict:
+def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read().decode("utf-8"))
+        found: dict[str, Any] = json.loads(resp.read().decode("utf-8"))
+        return found
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     """Close the child's stdin (it then shuts the server down), escalate if it hangs."""
     if proc.stdin is not None:
         with contextlib.suppress(OSError):
@@ -433,7 +434,7 @@ def _serve(argv: list[str]) -> int:
     """Child process: start the server, report, block until stdin closes, shut down."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="llamacpp_server.py --serve")
+    ap = argparse.ArgumentParser(prog="llamacpp.py --serve")
     ap.add_argument("--model", required=True)
     ap.add_argument("--alias", required=True)
     ap.add_argument("--port", type=int, required=True)
