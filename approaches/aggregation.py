@@ -79,7 +79,7 @@ def aggregation_params(recipe: Recipe) -> dict[str, Any]:
 
 
 async def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message], candidates: Sequence[Candidate],
-                    *, emit: Emit | None = None) -> Choice:
+                    *, emit: Emit | None = None, round: int = 1) -> Choice:
     """One aggregation over `candidates`; returns the answer. With `emit`, a mode whose reply is the
     answer hands it over piece by piece as the aggregator writes it. A reply that is empty (or only
     our own markup), or a stream that broke before its first words, is asked for once more."""
@@ -91,9 +91,9 @@ async def aggregate(caller: Caller, recipe: Recipe, messages: Sequence[Message],
     for attempt in range(2):
         try:
             if streaming:
-                reply = await _streamed(caller, endpoint, model, prompt, params, emit)  # type: ignore[arg-type]
+                reply = await _streamed(caller, endpoint, model, prompt, params, emit, round)  # type: ignore[arg-type]
             else:
-                reply = await _whole(caller, endpoint, model, prompt, params)
+                reply = await _whole(caller, endpoint, model, prompt, params, round)
         except TransientError as broken:  # a stream cut short before anything was relayed
             if not streaming or attempt == 1:
                 raise
@@ -110,11 +110,11 @@ def usable_reply(reply: Choice) -> bool:
 
 
 async def _whole(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
-                 params: Mapping[str, Any]) -> Choice:
+                 params: Mapping[str, Any], round: int) -> Choice:
     """One whole call, raced while it has not answered; an empty reply does not win the race.
     A call that fails outright (a 4xx) is not raced; its error stands."""
     completion = await hedged_complete(caller, endpoint, model, prompt, params, kind="aggregation",
-                                       usable=_has_output)
+                                       usable=_has_output, step=round)
     return completion.choices[0] if completion.choices else Choice(content="")
 
 
@@ -126,13 +126,13 @@ def _has_output(completion: Completion) -> bool:
 
 
 async def _streamed(caller: Caller, endpoint: str, model: str, prompt: Sequence[Message],
-                    params: Mapping[str, Any], emit: Emit) -> Choice:
+                    params: Mapping[str, Any], emit: Emit, round: int) -> Choice:
     """One streamed call (raced until a first chunk arrives), relayed from its first words on,
     with our markup filtered out as it comes (`hygiene.py`); returns the whole reply as written.
     Nothing is relayed of a reply that says nothing yet, so it can still be asked for again."""
     relay = _Relay(emit)
     reply = Accumulator()
-    async with hedged_stream(caller, endpoint, model, prompt, params) as chunks:
+    async with hedged_stream(caller, endpoint, model, prompt, params, step=round) as chunks:
         try:
             async for chunk in chunks:
                 for delta in chunk.deltas:

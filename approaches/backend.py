@@ -57,13 +57,14 @@ Chunks = AsyncIterator[Chunk]
 
 class Backend(Protocol):
     """One model server. Both methods raise `SelfMoAError`s, classified (transient or not), and end
-    within `timeout` seconds; a call cancelled by its caller closes its connection."""
+    within `timeout` seconds; a call cancelled by its caller closes its connection. `headers` go
+    with the request (a trace context, a request id), where the transport has headers."""
 
     async def complete(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                       timeout: float) -> Completion: ...
+                       timeout: float, headers: Mapping[str, str] | None = None) -> Completion: ...
 
     def stream(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-               timeout: float) -> AbstractAsyncContextManager[Chunks]:
+               timeout: float, headers: Mapping[str, str] | None = None) -> AbstractAsyncContextManager[Chunks]:
         """Entering opens the stream (a refusal is raised there); leaving closes its connection.
         A stream that ends before its answer is complete (no `finish_reason`) raises a
         `TransientError`, like a dropped connection."""

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from .backend import ADAPTABLE, Backend, Chunk, Chunks, Completion
 from .errors import DeadlineExceeded, ParameterRefused, TransientError
 from .types import Hedging, Message, Usage
+from .watch import UNWATCHED, Watch, Watcher
 
 log = logging.getLogger("selfmoa")
 
@@ -49,10 +50,12 @@ class Deadline:
 
 class Flight:
     """One attempt at a call as its race sees it: on the wire since `sent_at`, or pausing between
-    tries (`sent_at` None, e.g. waiting out a Retry-After: not hung, so not raced)."""
+    tries (`sent_at` None, e.g. waiting out a Retry-After: not hung, so not raced); `raced` when
+    it is hedging's duplicate of another."""
 
-    def __init__(self) -> None:
+    def __init__(self, raced: bool = False) -> None:
         self.sent_at: float | None = None
+        self.raced = raced
 
 
 @dataclass(frozen=True)
@@ -165,33 +168,41 @@ class Caller:
     usage: Usage = field(default_factory=Usage)
     usage_by_model: dict[str, Usage] = field(default_factory=dict)
     raced: int = 0  # extra calls made by hedging (each one paid for)
+    watcher: Watcher = UNWATCHED
 
     async def complete(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                       n: int = 1, deadline: Deadline | None = None, flight: Flight | None = None) -> Completion:
+                       n: int = 1, deadline: Deadline | None = None, flight: Flight | None = None,
+                       kind: str = "proposal", step: int = 1) -> Completion:
         """One call that returns up to `n` choices, or raises a `SelfMoAError` saying why not."""
         wanted = {**params, "n": n} if n > 1 else dict(params)
+        flight = flight or Flight()
 
-        async def send(body: dict[str, Any], timeout: float) -> Completion:
-            completion = await self.backends[endpoint].complete(model, messages, body, timeout=timeout)
+        async def send(body: dict[str, Any], timeout: float, watch: Watch) -> Completion:
+            completion = await self.backends[endpoint].complete(model, messages, body, timeout=timeout,
+                                                                headers=watch.headers)
             self._account(model, completion.usage)
+            watch.end("raced" if flight.raced else "ok", completion.usage)
             return completion
 
-        return await self._attempts(endpoint, model, wanted, deadline or self.deadline, send, flight or Flight())
+        return await self._attempts(endpoint, model, wanted, deadline or self.deadline, send, flight, (kind, step))
 
     @asynccontextmanager
     async def stream(self, endpoint: str, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                     deadline: Deadline | None = None, flight: Flight | None = None) -> AsyncIterator[Chunks]:
+                     deadline: Deadline | None = None, flight: Flight | None = None,
+                     kind: str = "aggregation", step: int = 1) -> AsyncIterator[Chunks]:
         """One streamed call; opening it is retried like any call, the chunks are not."""
         wanted = {**params, "stream_options": {"include_usage": True}}
+        flight = flight or Flight()
         async with AsyncExitStack() as opened:
 
-            async def send(body: dict[str, Any], timeout: float) -> Chunks:
+            async def send(body: dict[str, Any], timeout: float, watch: Watch) -> tuple[Chunks, Watch]:
                 backend = self.backends[endpoint]
-                return await opened.enter_async_context(backend.stream(model, messages, body, timeout=timeout))
+                stream = backend.stream(model, messages, body, timeout=timeout, headers=watch.headers)
+                return await opened.enter_async_context(stream), watch
 
-            chunks = await self._attempts(endpoint, model, wanted, deadline or self.deadline, send,
-                                          flight or Flight())
-            counted = self._counted(model, chunks)
+            chunks, watch = await self._attempts(endpoint, model, wanted, deadline or self.deadline, send, flight,
+                                                 (kind, step))
+            counted = self._counted(model, chunks, watch, "raced" if flight.raced else "ok")
             try:
                 yield counted
             finally:
@@ -210,7 +221,8 @@ class Caller:
         return True
 
     async def _attempts(self, endpoint: str, model: str, params: dict[str, Any], deadline: Deadline,
-                        send: Callable[[dict[str, Any], float], Awaitable[T]], flight: Flight) -> T:
+                        send: Callable[[dict[str, Any], float, Watch], Awaitable[T]], flight: Flight,
+                        what: tuple[str, int]) -> T:
         adapted: set[str] = set()
         attempt = 0
         while True:
@@ -221,7 +233,8 @@ class Caller:
             flight.sent_at = time.monotonic()
             self.memory.flying(+1)
             try:
-                return await send(adapt(params, self.memory.refused(endpoint, model)), remaining)
+                return await self._watched(endpoint, model, what, flight, send,
+                                           adapt(params, self.memory.refused(endpoint, model)), remaining)
             except ParameterRefused as refusal:
                 # `n` is the sampler's to adapt (it knows how many samples it still needs)
                 if refusal.param == "n" or refusal.param in adapted or refusal.param not in ADAPTABLE:
@@ -245,11 +258,26 @@ class Caller:
                     self.memory.flying(-1)
             flight.sent_at = None
 
+    async def _watched(self, endpoint: str, model: str, what: tuple[str, int], flight: Flight,
+                       send: Callable[[dict[str, Any], float, Watch], Awaitable[T]], body: dict[str, Any],
+                       timeout: float) -> T:
+        """One attempt (`what`: its kind and step), its watcher told how it ended (`send` tells it of
+        a success itself: only it knows the tokens, a stream's at its end)."""
+        watch = self.watcher.start(endpoint, model, what[0], raced=flight.raced, step=what[1])
+        try:
+            return await send(body, timeout, watch)
+        except asyncio.CancelledError:
+            watch.end("raced" if flight.raced else "cancelled", None)
+            raise
+        except Exception:
+            watch.end("raced" if flight.raced else "error", None)
+            raise
+
     def _count(self, model: str) -> None:
         self.usage.calls += 1
         self.usage_by_model.setdefault(model, Usage()).calls += 1
 
-    async def _counted(self, model: str, chunks: Chunks) -> AsyncGenerator[Chunk, None]:
+    async def _counted(self, model: str, chunks: Chunks, watch: Watch, outcome: str) -> AsyncGenerator[Chunk, None]:
         """The chunks, with the call's usage accounted at the end (estimated from the chunks when the
         backend reports none: one token per content chunk, as servers send them)."""
         reported, pieces = None, 0
@@ -258,8 +286,16 @@ class Caller:
                 reported = chunk.usage or reported
                 pieces += sum(1 for d in chunk.deltas if d.content or d.tool_calls)
                 yield chunk
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "raced" if outcome == "raced" else "cancelled"  # closed before its end
+            raise
+        except BaseException:
+            outcome = "raced" if outcome == "raced" else "error"
+            raise
         finally:
-            self._account(model, reported or Usage(completion_tokens=pieces))
+            usage = reported or Usage(completion_tokens=pieces)
+            self._account(model, usage)
+            watch.end(outcome, usage)
 
     def spent(self) -> tuple[Usage, dict[str, Usage]]:
         """Copies of the usage so far: in all, and per model."""

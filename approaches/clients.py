@@ -30,20 +30,22 @@ class ClientBackend:
         self.client = client
 
     async def complete(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                       timeout: float) -> Completion:
-        return parse_completion(as_dict(await self.raw(model, messages, params, timeout)))
+                       timeout: float, headers: Mapping[str, str] | None = None) -> Completion:
+        return parse_completion(as_dict(await self.raw(model, messages, params, timeout, headers)))
 
-    async def raw(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], timeout: float) -> Any:
+    async def raw(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], timeout: float,
+                  headers: Mapping[str, str] | None = None) -> Any:
         """The client's own reply object (a stream of its chunks with `stream: true`)."""
+        extra = {"extra_headers": dict(headers)} if headers else {}
         try:
-            return await self._create(model, messages, params, timeout)
+            return await self._create(model, messages, {**params, **extra}, timeout)
         except Exception as error:
             raise classify(model, error) from None
 
     @asynccontextmanager
     async def stream(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                     timeout: float) -> AsyncIterator[Chunks]:
-        response = await self.raw(model, messages, {**params, "stream": True}, timeout)
+                     timeout: float, headers: Mapping[str, str] | None = None) -> AsyncIterator[Chunks]:
+        response = await self.raw(model, messages, {**params, "stream": True}, timeout, headers)
         try:
             yield complete_stream(model, response)
         finally:
@@ -89,7 +91,7 @@ class ThreadedBackend:
         self.client = client
 
     async def complete(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                       timeout: float) -> Completion:
+                       timeout: float, headers: Mapping[str, str] | None = None) -> Completion:
         call = functools.partial(self._create, model, messages, params, timeout)
         try:
             response = await asyncio.wait_for(asyncio.to_thread(call), timeout)
@@ -99,7 +101,7 @@ class ThreadedBackend:
 
     @asynccontextmanager
     async def stream(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                     timeout: float) -> AsyncIterator[Chunks]:
+                     timeout: float, headers: Mapping[str, str] | None = None) -> AsyncIterator[Chunks]:
         call = functools.partial(self._create, model, messages, {**params, "stream": True}, timeout)
         try:
             response = await asyncio.to_thread(call)

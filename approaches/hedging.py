@@ -34,13 +34,14 @@ Key = tuple[str, str, str]  # (endpoint, model, shape of the call): whose usual 
 
 async def hedged_complete(caller: Caller, endpoint: str, model: str, messages: Sequence[Message],
                           params: Mapping[str, Any], *, kind: str, n: int = 1, deadline: Deadline | None = None,
-                          usable: Callable[[Completion], bool] = lambda _: True) -> Completion:
+                          usable: Callable[[Completion], bool] = lambda _: True, step: int = 1) -> Completion:
     """`Caller.complete`, raced while it has not answered; `kind` (proposal, aggregation) and `n`
     make the call's shape."""
     until = deadline or caller.deadline
 
     def attempt(flight: Flight) -> Awaitable[Completion]:
-        return caller.complete(endpoint, model, messages, params, n=n, deadline=until, flight=flight)
+        return caller.complete(endpoint, model, messages, params, n=n, deadline=until, flight=flight, kind=kind,
+                               step=step)
 
     return await race(caller, (endpoint, model, f"{kind} n={n}"), attempt, deadline=until, usable=usable)
 
@@ -54,13 +55,14 @@ class _Opened:
 
 @asynccontextmanager
 async def hedged_stream(caller: Caller, endpoint: str, model: str, messages: Sequence[Message],
-                        params: Mapping[str, Any]) -> AsyncIterator[Chunks]:
+                        params: Mapping[str, Any], *, step: int = 1) -> AsyncIterator[Chunks]:
     """A stream whose first chunk has arrived (raced until one has); leaving closes the call."""
 
     async def attempt(flight: Flight) -> _Opened:
         stack = AsyncExitStack()
         try:
-            chunks = await stack.enter_async_context(caller.stream(endpoint, model, messages, params, flight=flight))
+            chunks = await stack.enter_async_context(caller.stream(endpoint, model, messages, params, flight=flight,
+                                                                   kind="aggregation", step=step))
             return _Opened(await anext(chunks, None), chunks, stack)
         except BaseException:
             await stack.aclose()
@@ -126,7 +128,7 @@ class _Race:
             if self.caller.take_race():
                 log.info("selfmoa: %s has not answered in %.2f s; racing an identical call",
                          self.key[1], time.monotonic() - (self._newest_send() or time.monotonic()))
-                raced = self._launch()
+                raced = self._launch(raced=True)
                 raced.add_done_callback(lambda _: self.caller.memory.race_over())
                 return
             at = time.monotonic() + max(_LOOK_AGAIN, self.caller.hedging.min_delay)  # the process's share is full
@@ -170,8 +172,8 @@ class _Race:
         sent = [self.flights[t].sent_at for t in self.running if self.flights[t].sent_at is not None]
         return max(sent) if sent else None  # type: ignore[type-var]
 
-    def _launch(self) -> asyncio.Task[Any]:
-        flight = Flight()
+    def _launch(self, raced: bool = False) -> asyncio.Task[Any]:
+        flight = Flight(raced)
         task = asyncio.ensure_future(self.attempt(flight))
         self.flights[task] = flight
         self.running.add(task)

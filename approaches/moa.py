@@ -138,7 +138,7 @@ async def _answer(caller: Caller, recipe: Recipe, messages: Sequence[Message], r
         deadline = caller.deadline.share(PROPOSAL_SHARE / (recipe.layers - layer + 1))
         batch = await propose(caller, recipe.proposers, prompt, proposer_params(recipe), deadline,
                               include_reasoning=recipe.include_reasoning, enough=recipe.min_samples,
-                              grace=recipe.grace)
+                              grace=recipe.grace, layer=layer)
         report(ProposalsArrived(layer, batch))
         _require(recipe, batch)
         last = batch

@@ -79,8 +79,10 @@ class Harvest:
     arrived (or `grace` seconds after that, if sooner); else at the request's deadline.
     """
 
-    def __init__(self, caller: Caller, soft: Deadline, *, enough: int = 1, grace: float | None = None) -> None:
+    def __init__(self, caller: Caller, soft: Deadline, *, enough: int = 1, grace: float | None = None,
+                 layer: int = 1) -> None:
         self.caller, self.soft, self.enough, self.grace = caller, soft, max(1, enough), grace
+        self.layer = layer
         self.arrived = 0
         self.enough_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,7 +148,7 @@ async def sample_into(harvest: Harvest, group: Group, proposer: Proposer, messag
 
     async def call(n: int) -> Completion:
         return await hedged_complete(caller, endpoint, model, messages, params, kind="proposal", n=n,
-                                     usable=_has_output)
+                                     usable=_has_output, step=harvest.layer)
 
     async def fill(slot: int, n: int) -> None:
         try:
@@ -195,10 +197,11 @@ async def propose(
     include_reasoning: bool = False,
     enough: int | None = None,
     grace: float | None = None,
+    layer: int = 1,
 ) -> Batch:
     """Every proposer's samples, concurrently, within `deadline` (the phase's share of the time;
     see `Harvest` for when the calls get more of it, and for `enough` and `grace`)."""
-    async with Harvest(caller, deadline, enough=enough or 1, grace=grace) as harvest:
+    async with Harvest(caller, deadline, enough=enough or 1, grace=grace, layer=layer) as harvest:
         group = Group()
         for proposer in proposers:
             harvest.spawn(group, sample_into(harvest, group, proposer, messages, params, include_reasoning))

@@ -83,7 +83,8 @@ async def rounds(
         carried = [_carried(synthesis)] * recipe.synthesis_slots if synthesis is not None else []
         last = stream and index == len(batches) - 1
         try:
-            synthesis = await aggregate(caller, recipe, messages, carried + fresh, emit=report if last else None)
+            synthesis = await aggregate(caller, recipe, messages, carried + fresh, emit=report if last else None,
+                                        round=done + 1)
         except StreamInterrupted:
             raise
         except SelfMoAError as error:
@@ -103,7 +104,7 @@ async def sampled_rounds(caller: Caller, recipe: Recipe, messages: Sequence[Mess
     """Self-MoA-Seq from scratch: every window is sampled at once and aggregated in order, so that
     aggregating round r overlaps the sampling of later windows. One proposal phase: `deadline` is
     its share of the time, extended while fewer than `min_samples` usable samples have arrived."""
-    async with Harvest(caller, deadline, enough=recipe.min_samples) as harvest:
+    async with Harvest(caller, deadline, enough=recipe.min_samples, layer=layer) as harvest:
         groups = []
         for chunk in windows(recipe.proposers, recipe.window, recipe.synthesis_slots):
             group = Group()

@@ -75,9 +75,9 @@ class WireBackend:
             await self._owned.close()
 
     async def complete(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                       timeout: float) -> Completion:
+                       timeout: float, headers: Mapping[str, str] | None = None) -> Completion:
         try:
-            async with self._post(model, messages, params, timeout) as response:
+            async with self._post(model, messages, params, timeout, headers) as response:
                 raw = await response.read()
                 if response.status >= 400:
                     raise _refusal(model, response, raw)
@@ -92,9 +92,9 @@ class WireBackend:
 
     @asynccontextmanager
     async def stream(self, model: str, messages: Sequence[Message], params: Mapping[str, Any], *,
-                     timeout: float) -> AsyncIterator[Chunks]:
+                     timeout: float, headers: Mapping[str, str] | None = None) -> AsyncIterator[Chunks]:
         try:
-            response = await self._post(model, messages, {**params, "stream": True}, timeout)
+            response = await self._post(model, messages, {**params, "stream": True}, timeout, headers)
             if response.status >= 400:
                 raise _refusal(model, response, await response.read())
         except SelfMoAError:
@@ -112,13 +112,14 @@ class WireBackend:
                 response.close()  # an unfinished stream takes its connection with it
 
     def _post(self, model: str, messages: Sequence[Message], params: Mapping[str, Any],
-              timeout: float) -> Any:
-        return self.request({**params, "model": model, "messages": list(messages)}, timeout)
+              timeout: float, headers: Mapping[str, str] | None) -> Any:
+        return self.request({**params, "model": model, "messages": list(messages)}, timeout, headers)
 
-    def request(self, body: Mapping[str, Any], timeout: float) -> Any:
+    def request(self, body: Mapping[str, Any], timeout: float, headers: Mapping[str, str] | None = None) -> Any:
         """The raw POST of a chat request (an aiohttp request context): for relaying a backend's
         reply as it is, status, headers and bytes."""
-        return self.session().post(self._url, data=json.dumps(body).encode(), headers=self._headers,
+        sent = self._headers if not headers else multidict.CIMultiDict({**self._headers, **headers})
+        return self.session().post(self._url, data=json.dumps(body).encode(), headers=sent,
                                    proxy=self._proxy, timeout=aiohttp.ClientTimeout(total=timeout),
                                    skip_auto_headers=_NO_AUTO_HEADERS)
 

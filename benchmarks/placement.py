@@ -78,7 +78,7 @@ class LlamaBackend:
         self.errors: list[str] = []
 
     async def complete(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
-                       timeout: float) -> Completion:
+                       timeout: float, headers: Mapping[str, str] | None = None) -> Completion:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=300) as http:
             response = await http.post("/chat/completions", json={"model": model, "messages": list(messages),
                                                                    **params})
@@ -89,7 +89,7 @@ class LlamaBackend:
 
     @asynccontextmanager
     async def stream(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
-                     timeout: float) -> AsyncIterator[AsyncIterator[Chunk]]:
+                     timeout: float, headers: Mapping[str, str] | None = None) -> AsyncIterator[AsyncIterator[Chunk]]:
         record = CallRecord(list(messages), True)
         self.calls.append(record)
         body = {"model": model, "messages": list(messages), **params, "stream": True}

@@ -1,19 +1,19 @@
 """One request through one of our approaches: configuration → recipe → caller → run, whichever
 route (our own, or optillm's plugin contract) received it.
 
-Errors leave as `PublicError`s: the approach named, secrets redacted, the status kept. Each run
-logs one line: approach, models, samples ok/failed, rounds, calls, tokens, wall time.
+Errors leave as `PublicError`s: the approach named, secrets redacted, the status kept. `summary`
+is what a request's log line says of its runs: models, samples ok/failed, rounds, calls, tokens.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from selfmoa.approaches import Backend, Caller, Emit, Outcome, Recipe, SelfMoAError, run
+from selfmoa.approaches.watch import UNWATCHED, Watcher
 
 from .config import Plan, plan
 from .runtime import Runtime, redact
@@ -50,30 +50,29 @@ class Job:
     def again(self) -> Job:
         """Another run of the same request (its own calls and usage, the same deadline)."""
         old = self.caller
-        return replace(self, caller=Caller(old.backends, old.memory, old.deadline, old.retry, old.hedging))
+        return replace(self, caller=Caller(old.backends, old.memory, old.deadline, old.retry, old.hedging,
+                                           watcher=old.watcher))
 
 
 def prepare(slug: str, model: str, body: Mapping[str, Any], messages: Sequence[dict[str, Any]],
-            backends: Mapping[str, Backend], runtime: Runtime, scope: RequestScope) -> Job:
+            backends: Mapping[str, Backend], runtime: Runtime, scope: RequestScope,
+            watcher: Watcher = UNWATCHED) -> Job:
     """The job for `body`, or a `PublicError` (400) naming the first bad field."""
     try:
         planned = plan(slug, model, body, messages, runtime.config)
     except SelfMoAError as error:
         raise public(slug, model, error, runtime) from None
-    caller = Caller(backends, runtime.memory, scope.deadline(planned.recipe.timeout), hedging=planned.hedging)
+    caller = Caller(backends, runtime.memory, scope.deadline(planned.recipe.timeout), hedging=planned.hedging,
+                    watcher=watcher)
     return Job(slug, planned, [dict(m) for m in messages], caller, runtime)
 
 
 async def answer(job: Job, emit: Emit | None = None, *, stream: bool = False) -> Outcome:
-    """The job's outcome (its events to `emit`); a failure raised as a `PublicError`, the run
-    logged when it ends."""
-    started = time.monotonic()
+    """The job's outcome (its events to `emit`); a failure raised as a `PublicError`."""
     try:
-        outcome = await run(job.recipe, job.messages, job.caller, emit, stream=stream)
+        return await run(job.recipe, job.messages, job.caller, emit, stream=stream)
     except SelfMoAError as error:
         raise public(job.slug, job.recipe.aggregator, error, job.runtime) from None
-    log.info(summary(job.slug, job.recipe, outcome, time.monotonic() - started, job.caller.raced))
-    return outcome
 
 
 def public(slug: str, model: str, error: SelfMoAError, runtime: Runtime) -> PublicError:
@@ -82,16 +81,21 @@ def public(slug: str, model: str, error: SelfMoAError, runtime: Runtime) -> Publ
     return safe
 
 
-def summary(slug: str, recipe: Recipe, outcome: Outcome, wall: float, raced: int = 0) -> str:
-    """The one log line per run: approach, models, samples ok/failed, rounds, calls (of which
-    `raced` were hedging's extra calls), tokens, time."""
-    models = ",".join(f"{p.model}x{p.samples}" for p in recipe.proposers)
-    extras = (" fallback=yes" if outcome.fallback else "") + (f" raced={raced}" if raced else "")
-    extras += " cleaned=yes" if outcome.cleaned else ""
-    return (
-        f"selfmoa approach={slug} proposers={models} aggregator={recipe.aggregator} "
-        f"samples_ok={len(outcome.proposals)} samples_failed={len(outcome.failures)} "
-        f"rounds={outcome.rounds} seq={'yes' if outcome.sequential else 'no'} calls={outcome.calls} "
-        f"prompt_tokens={outcome.usage.prompt_tokens} completion_tokens={outcome.completion_tokens}"
-        f"{extras} wall={wall:.2f}s"
-    )
+def summary(recipe: Recipe, outcomes: Sequence[Outcome], raced: int = 0) -> dict[str, Any]:
+    """What a request's log line says of its runs: models, samples ok/failed, rounds, calls (of
+    which `raced` were hedging's extra calls), tokens; whether an answer fell back or was cleaned."""
+    return {
+        "proposers": ",".join(f"{p.model}x{p.samples}" for p in recipe.proposers),
+        "aggregator": recipe.aggregator,
+        "samples_ok": sum(len(o.proposals) for o in outcomes),
+        "samples_failed": sum(len(o.failures) for o in outcomes),
+        "rounds": max(o.rounds for o in outcomes),
+        "seq": any(o.sequential for o in outcomes),
+        "calls": sum(o.calls for o in outcomes),
+        "prompt_tokens": sum(o.usage.prompt_tokens for o in outcomes),
+        "completion_tokens": sum(o.completion_tokens for o in outcomes),
+        "runs": len(outcomes) if len(outcomes) > 1 else None,
+        "fallback": True if any(o.fallback for o in outcomes) else None,
+        "raced": raced or None,
+        "cleaned": True if any(o.cleaned for o in outcomes) else None,
+    }

@@ -1,6 +1,8 @@
-"""The ASGI app `selfmoa serve` runs on uvicorn: our routes first (chat, health), optillm's own
-Flask app behind a WSGI adapter for the rest, client authentication in front of every route but
-`/health`, and a lifespan that owns the process's resources (`service.py`).
+"""The ASGI app `selfmoa serve` runs on uvicorn: our routes first (chat, health, readiness,
+metrics), optillm's own Flask app behind a WSGI adapter for the rest; in front of every route a
+request id and, for chat, the operating rules (`operating.py`), then client authentication on
+every route but `/health` and `/ready`; and a lifespan that owns the process's resources
+(`service.py`).
 
 `create_app` builds it from the serve options; with `--workers N`, each worker process builds its
 own from the options `selfmoa serve` put in its environment (`from_environment`).
@@ -29,15 +31,20 @@ from .config import SLUGS
 from .entry import make_run
 from .host import Optillm
 from .http import json_error_for
+from .logs import use_format
+from .metrics import Metrics, worker_exited
+from .operating import Operating, Operations, drain_on_signals
 from .plugins import load_plugin_files
 from .redaction import redact_logs
 from .replies import error_body
 from .route import CHAT_PATH, chat
 from .runtime import Runtime
 from .service import Service
+from .telemetry import Telemetry
+from .tracing import Tracing
 
 OPTIONS_ENV = "SELFMOA_SERVE_OPTIONS"  # how `selfmoa serve` hands its options to worker processes
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/ready")  # probes carry no key; they tell nothing but that the server is up
 GC_THRESHOLDS = (20_000, 20, 20)  # Python's are (700, 10, 10)
 
 
@@ -49,6 +56,9 @@ class ServeOptions:
     config_path: str | None = None
     plugins_dir: str = ""
     workers: int = 1
+    graceful_timeout: float = 30.0
+    max_in_flight: int | None = None
+    log_format: str = "text"
 
     def to_environment(self) -> None:
         os.environ[OPTIONS_ENV] = json.dumps(asdict(self))
@@ -66,27 +76,36 @@ def configured_host(options: ServeOptions) -> Optillm:
     return host
 
 
-def create_app(options: ServeOptions, host: Optillm | None = None) -> Starlette:
-    host = host or configured_host(options)
+def create_app(options: ServeOptions, host: Optillm | None = None, telemetry: Telemetry | None = None) -> Starlette:
     runtime = Runtime.load(options.config_path)
     redact_logs(runtime.secrets)
+    use_format(options.log_format, runtime.secrets)
+    host = host or configured_host(options)
     optillm_app.install(host.app, runtime)
+    telemetry = telemetry or Telemetry(Metrics(), Tracing.from_environment())
+    operating = Operating(max_in_flight=options.max_in_flight)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with Service.open(host, runtime) as service:
+        async with Service.open(host, runtime, telemetry, operating) as service:
             app.state.service = service
+            drain_on_signals(operating, options.graceful_timeout)
             # optillm and LiteLLM leave millions of objects behind at import: out of the collector's
             # way, so that a collection during a burst scans only what the requests made; and fewer
             # collections (requests free what they make by reference counting; cycles are rare)
             gc.freeze()
             gc.set_threshold(*GC_THRESHOLDS)
-            yield
+            try:
+                yield
+            finally:
+                worker_exited(os.getpid())
 
     app = Starlette(
         routes=[Route(CHAT_PATH, chat, methods=["POST"]), Route("/health", health, methods=["GET"]),
+                Route("/ready", ready, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
                 Mount("/", WSGIMiddleware(host.app))],  # type: ignore[arg-type]
-        middleware=[Middleware(ClientAuth, key=str(host.settings.get("optillm_api_key") or ""))],
+        middleware=[Middleware(Operations),
+                    Middleware(ClientAuth, key=str(host.settings.get("optillm_api_key") or ""))],
         exception_handlers={404: _not_found, 405: _not_found},
         lifespan=lifespan,
     )
@@ -99,7 +118,22 @@ def from_environment() -> Starlette:
 
 
 async def health(request: Request) -> Response:
+    """Liveness: the process answers."""
     return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 200 while the server takes requests, 503 once it drains (before it starts, it
+    does not answer at all)."""
+    if request.app.state.service.operating.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus' text format, every worker's values summed (`metrics.py`)."""
+    body = request.app.state.service.telemetry.metrics.exposition()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from selfmoa.approaches import Backend, Choice, Deadline, Usage
+from selfmoa.approaches.watch import Watcher
 
 from .answering import PublicError, answer, prepare
 from .config import SLUGS, request_timeout
@@ -50,12 +51,13 @@ class Ours:
     backends: Mapping[str, Backend]
     runtime: Runtime
     scope: RequestScope
+    watcher: Watcher
 
     async def answer(self, messages: list[dict[str, Any]], query: str | None = None, *,
                      deadline: Deadline) -> Answer:
         conversation = messages if query is None else with_last_user_turn(messages, query)
         outcome = await answer(prepare(self.slug, self.model, self.body, conversation, self.backends, self.runtime,
-                                       self.scope))
+                                       self.scope, self.watcher))
         return outcome.answer, outcome.usage
 
 
@@ -76,7 +78,8 @@ async def combined(request: Request, service: Service, body: dict[str, Any], rou
         return error_response(400, "'none' cannot be combined with other approaches", param="model")
     messages = service.host.without_tags(body.get("messages") or [])
     approaches = route.approaches[:1] if route.operation == "SINGLE" else route.approaches  # as optillm runs them
-    steps = [_step(service, body, route, scope, bearer(request), approach) for approach in approaches]
+    watcher = request.state.telemetry.watcher()
+    steps = [_step(service, body, route, scope, bearer(request), approach, watcher) for approach in approaches]
     deadline = scope.deadline(request_timeout(service.runtime.config))
     runs = [_run(route.operation, steps, messages, deadline) for _ in range(int(body.get("n") or 1))]
     try:
@@ -94,12 +97,12 @@ async def combined(request: Request, service: Service, body: dict[str, Any], rou
 
 
 def _step(service: Service, body: dict[str, Any], route: Route, scope: RequestScope, key: str | None,
-          approach: str) -> Step:
+          approach: str, watcher: Watcher) -> Step:
     if approach in SLUGS:
-        return Ours(approach, route.model, body, service.backends(key), service.runtime, scope)
+        return Ours(approach, route.model, body, service.backends(key), service.runtime, scope, watcher)
     client = service.upstream.sync_client(key, service.host.default_client)
     return Theirs(service.host, approach, route.model, request_config(body, service.host.settings), client,
-                  service.pool)
+                  service.pool, watcher)
 
 
 async def _run(operation: str, steps: Sequence[Step], messages: list[dict[str, Any]],

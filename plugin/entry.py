@@ -12,13 +12,15 @@ returns and streams as it is; in `&`/`|` combinations optillm passes no messages
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 from selfmoa.approaches import DEFAULT_ENDPOINT, Backend, Outcome, backend_for
 from selfmoa.approaches.prompts import candidate_of
 
-from .answering import Job, answer, prepare
+from .answering import Job, answer, prepare, summary
+from .logs import request_line
 from .replies import Reply
 from .runtime import configured_path, runtime_for
 from .scope import RequestScope
@@ -53,8 +55,12 @@ def make_run(slug: str) -> PluginRun:
 
 
 async def _answer(job: Job) -> Outcome:
+    started = time.monotonic()
     try:
-        return await answer(job)
+        outcome = await answer(job)
+        request_line({"approach": job.slug, **summary(job.recipe, [outcome], job.caller.raced),
+                      "wall": time.monotonic() - started})
+        return outcome
     finally:
         for backend in job.caller.backends.values():
             closing = getattr(backend, "aclose", None)

@@ -14,7 +14,8 @@ from selfmoa.approaches import Choice, Delta, Outcome, Recipe, Usage
 from .runtime import redact
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "invalid_request_error", 429: "rate_limit_error", 504: "timeout_error"}
+               404: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable_error",
+               504: "timeout_error"}
 
 
 class Reply:
@@ -80,7 +81,8 @@ def usage_body(usages: Iterable[Usage]) -> dict[str, Any]:
             "completion_tokens_details": {"reasoning_tokens": total.reasoning_tokens}}
 
 
-def trace(slug: str, recipe: Recipe, outcome: Outcome, wall: float, secrets: Sequence[str]) -> dict[str, Any]:
+def trace(slug: str, recipe: Recipe, outcome: Outcome, wall: float, secrets: Sequence[str],
+          request_id: str | None = None) -> dict[str, Any]:
     """How the answer was reached, for debugging and the A/B harness. Never on by default; backend
     messages in it are redacted like every error message."""
     return {
@@ -97,6 +99,7 @@ def trace(slug: str, recipe: Recipe, outcome: Outcome, wall: float, secrets: Seq
                                    "completion_tokens": u.completion_tokens, "cached_tokens": u.cached_tokens}
                            for model, u in outcome.usage_by_model.items()},
         "fallback": redact(outcome.fallback, secrets) if outcome.fallback else None,
+        "request_id": request_id,
         "cleaned": outcome.cleaned,
         "wall_s": round(wall, 3),
     }

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from selfmoa.approaches import Outcome
 
-from .answering import Job, PublicError, answer, prepare
+from .answering import Job, PublicError, answer, prepare, summary
 from .combinations import combined
 from .config import SLUGS, plan
 from .host import Route
@@ -29,6 +29,7 @@ from .runtime import redact
 from .scope import RequestScope
 from .service import Service
 from .streaming import Chunks, EventStream, Runs, chained, head_of
+from .telemetry import RequestTelemetry
 from .validation import ConfigError
 
 CHAT_PATH = "/v1/chat/completions"
@@ -40,7 +41,7 @@ log = logging.getLogger("selfmoa")
 async def chat(request: Request) -> Response:
     """POST /v1/chat/completions."""
     service: Service = request.app.state.service
-    scope = RequestScope()
+    scope = RequestScope(request_id=request.state.request_id)
     try:
         body = json.loads(await request.body())
     except ValueError:
@@ -52,6 +53,8 @@ async def chat(request: Request) -> Response:
             return error_response(400, f"{name}: must be a string", param=name)
     route = service.host.route(body)
     first = route.approaches[0]
+    telemetry: RequestTelemetry = request.state.telemetry
+    telemetry.approach = approach_label(route)
     if route.operation == "SINGLE" and len(route.approaches) > 1:
         log.warning("selfmoa: %s: stacked approaches without an operator; optillm runs only the first (%s)",
                     body.get("model"), first)
@@ -70,13 +73,21 @@ async def chat(request: Request) -> Response:
         return Response(status_code=499)  # nobody reads it: the client has gone
 
 
+def approach_label(route: Route) -> str:
+    """The approach a request is counted and logged under: one, or the combination as written."""
+    if route.operation == "SINGLE":
+        return route.approaches[0]
+    return ("&" if route.operation == "AND" else "|").join(route.approaches)
+
+
 async def ours(request: Request, service: Service, body: dict[str, Any], route: Route,
                scope: RequestScope) -> Response:
     """One of our approaches, answered natively (n > 1: n runs, concurrently)."""
-    slug = route.approaches[0]
+    slug, telemetry = route.approaches[0], request.state.telemetry
     messages = _without_tags(service, body.get("messages"))
     try:
-        first = prepare(slug, route.model, body, messages, service.backends(bearer(request)), service.runtime, scope)
+        first = prepare(slug, route.model, body, messages, service.backends(bearer(request)), service.runtime, scope,
+                        telemetry.watcher())
     except PublicError as error:
         return error_from(error)
     jobs = [first, *(first.again() for _ in range(int(body.get("n") or 1) - 1))]
@@ -88,8 +99,16 @@ async def ours(request: Request, service: Service, body: dict[str, Any], route: 
         outcomes = await unless_disconnected(request.receive, all_or_none(answer(job) for job in jobs))
     except PublicError as error:
         return error_from(error)
+    report(telemetry, jobs, outcomes)
     traces = [_trace(job, o, scope) for job, o in zip(jobs, outcomes)] if first.plan.trace else None
     return JSONResponse(reply.completion(outcomes, traces))
+
+
+def report(telemetry: RequestTelemetry, jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> None:
+    """What the request's log line and metrics say of its runs."""
+    telemetry.summary = summary(jobs[0].recipe, outcomes, sum(job.caller.raced for job in jobs))
+    if any(o.fallback for o in outcomes):
+        telemetry.fell_back()
 
 
 async def all_or_none(work: Any) -> list[Any]:
@@ -120,12 +139,13 @@ async def start_stream(request: Request, reply: Reply, jobs: Sequence[Job], scop
         if isinstance(error, ClientGone):
             return Response(status_code=499)
         raise
-    chunks = Chunks(reply, jobs, include_usage, lambda job, done: _trace(job, done, scope))
+    chunks = Chunks(reply, jobs, include_usage, lambda job, done: _trace(job, done, scope),
+                    lambda outcomes: report(request.state.telemetry, jobs, outcomes))
     return EventStream(chunks.of(chained(head, rest)), runs.close)
 
 
 def _trace(job: Job, done: Outcome, scope: RequestScope) -> dict[str, Any]:
-    return trace(job.slug, job.recipe, done, scope.elapsed(), job.runtime.secrets)
+    return trace(job.slug, job.recipe, done, scope.elapsed(), job.runtime.secrets, scope.request_id)
 
 
 def refuse_bad_config(slugs: Sequence[str], model: str, body: dict[str, Any], service: Service) -> Response | None:

@@ -12,6 +12,7 @@ from selfmoa.approaches import Deadline
 @dataclass(frozen=True)
 class RequestScope:
     arrived: float = field(default_factory=time.monotonic)
+    request_id: str | None = None
 
     def deadline(self, seconds: float) -> Deadline:
         """`seconds` after the request arrived (the server's own work for it counts too)."""

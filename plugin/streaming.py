@@ -97,8 +97,9 @@ class Chunks:
     """Our events as the client's chunks: deltas, a finish chunk per choice, the usage chunk."""
 
     def __init__(self, reply: Reply, jobs: Sequence[Job], include_usage: bool,
-                 trace: Callable[[Job, Outcome], dict[str, Any]]) -> None:
+                 trace: Callable[[Job, Outcome], dict[str, Any]], done: Callable[[list[Outcome]], None]) -> None:
         self.reply, self.jobs, self.include_usage, self.trace = reply, jobs, include_usage, trace
+        self.done = done
         self.started: set[int] = set()
         self.outcomes: dict[int, Outcome] = {}
 
@@ -115,6 +116,7 @@ class Chunks:
                 elif isinstance(event, Done):
                     self.outcomes[index] = event.outcome
                     yield self._finish(index, event.outcome, usage_slot)
+            self.done(list(self.outcomes.values()))
             if self.include_usage:
                 yield self.reply.chunk([], usage=usage_body(o.usage for o in self.outcomes.values()))
             yield sse("[DONE]")

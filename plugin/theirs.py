@@ -19,6 +19,7 @@ from typing import Any
 from selfmoa.approaches import BackendError, Choice, Deadline, SelfMoAError, Usage
 from selfmoa.approaches.backend import as_dict, parse_usage
 from selfmoa.approaches.classify import classify
+from selfmoa.approaches.watch import UNWATCHED, Watcher
 
 from .answering import PublicError
 from .host import Optillm
@@ -48,8 +49,8 @@ class MeteringClient:
     the request's deadline and without its retries, and is counted; anything else it reads (its
     `models`, its `api_key`) is the real client's."""
 
-    def __init__(self, client: Any, deadline: Deadline, metered: Metered) -> None:
-        self._client, self._deadline, self.metered = client, deadline, metered
+    def __init__(self, client: Any, deadline: Deadline, metered: Metered, watcher: Watcher = UNWATCHED) -> None:
+        self._client, self._deadline, self.metered, self._watcher = client, deadline, metered, watcher
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
 
     def __getattr__(self, name: str) -> Any:
@@ -66,13 +67,18 @@ class MeteringClient:
             client = client.with_options(timeout=self._deadline.remaining(), max_retries=0)
         with metered.lock:
             metered.usage.calls += 1
+        watch = self._watcher.start("default", str(params.get("model")), "optillm", raced=False, step=1)
+        if watch.headers:
+            params["extra_headers"] = {**(params.get("extra_headers") or {}), **watch.headers}
         try:
             response = client.chat.completions.create(**params)
         except Exception as error:
+            watch.end("error", None)
             with metered.lock:
                 metered.errors.append(classify(str(params.get("model")), error))
             raise
         usage = parse_usage(as_dict(getattr(response, "usage", None) or {}))
+        watch.end("ok", usage)
         with metered.lock:
             metered.usage.add(Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                     cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens))
@@ -103,6 +109,7 @@ class Theirs:
     config: dict[str, Any]
     client: Any
     pool: ThreadPoolExecutor
+    watcher: Watcher = UNWATCHED
 
     async def answer(self, messages: list[dict[str, Any]] | None, query: str | None = None,
                      *, deadline: Deadline) -> tuple[Choice, Usage]:
@@ -110,7 +117,7 @@ class Theirs:
         what its calls cost; a failure raised as a `BackendError` with the backend's status."""
         system, flattened = self.host.flattened(messages or [])
         metered = Metered()
-        meter = MeteringClient(self.client, deadline, metered)
+        meter = MeteringClient(self.client, deadline, metered, self.watcher)
         loop = asyncio.get_running_loop()
         run = loop.run_in_executor(self.pool, self.host.execute, self.approach, system, query or flattened, meter,
                                    self.model, dict(self.config), messages if query is None else None)

@@ -113,13 +113,13 @@ class FakeBackend:
     delay: float = 0.0
 
     async def complete(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
-                       timeout: float) -> Completion:
+                       timeout: float, headers: Mapping[str, str] | None = None) -> Completion:
         choices = await self._run(model, messages, params, timeout, stream=False)
         return Completion(choices=choices, usage=Usage(prompt_tokens=5, completion_tokens=10 * len(choices)))
 
     @asynccontextmanager
     async def stream(self, model: str, messages: Sequence[dict[str, Any]], params: Mapping[str, Any], *,
-                     timeout: float) -> AsyncIterator[AsyncIterator[Chunk]]:
+                     timeout: float, headers: Mapping[str, str] | None = None) -> AsyncIterator[AsyncIterator[Chunk]]:
         choice = (await self._run(model, messages, params, timeout, stream=True))[0]
         yield _chunks(choice)
 

@@ -160,7 +160,7 @@ class Breaking(FakeBackend):
 
     @asynccontextmanager
     async def stream(self, model: str, messages: object, params: object, *,  # type: ignore[override]
-                     timeout: float) -> AsyncIterator[AsyncIterator[Chunk]]:
+                     timeout: float, headers: object = None) -> AsyncIterator[AsyncIterator[Chunk]]:
         self.calls.append(Call(model=model, messages=list(messages), n=1, params={}, stream=True))  # type: ignore
 
         async def chunks() -> AsyncIterator[Chunk]:

@@ -59,9 +59,9 @@ class Proxy:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=CLIENT_KEY, max_retries=0,
                              timeout=options.pop("timeout", 60), **options)
 
-    def post(self, body: Any, timeout: float = 60) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
-        return httpx.post(f"{self.url}/v1/chat/completions", json=body, headers=headers, timeout=timeout)
+    def post(self, body: Any, timeout: float = 60, headers: dict[str, str] | None = None) -> httpx.Response:
+        sent = {"Authorization": f"Bearer {CLIENT_KEY}", **(headers or {})}
+        return httpx.post(f"{self.url}/v1/chat/completions", json=body, headers=sent, timeout=timeout)
 
     def log(self) -> str:
         self._log.flush()
