@@ -181,12 +181,14 @@ class _Relay:
 
 @dataclass(frozen=True)
 class Answered:
-    """How an answer was reached: one aggregation, Seq rounds, or a fallback (and why)."""
+    """How an answer was reached: one aggregation, Seq rounds, a fallback (and why), or agreeing
+    proposals that made the aggregation needless (`early_exit`)."""
 
     choice: Choice
     rounds: int
     sequential: bool
     fallback: str | None = None
+    early_exit: dict[str, Any] | None = None
 
 
 def fall_back(candidates: Sequence[Candidate], synthesis: Choice | None, error: SelfMoAError, rounds: int,

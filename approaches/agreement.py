@@ -26,7 +26,7 @@ from typing import Any
 
 import regex
 
-from .types import Candidate, Sample
+from .types import Candidate, Choice, Recipe, Sample
 
 NAMED_READERS = ("numeric", "choice", "exact")
 PATTERN_PREFIX = "re:"
@@ -331,3 +331,17 @@ def agreement(proposals: Sequence[Proposal], reader: AnswerReader, share: float)
         if given == answer and not _text_and_cut_off(proposal)[1]:
             return Agreement(answer, count, len(proposals), index)
     return None
+
+
+def agreed(recipe: Recipe, proposals: Sequence[Proposal]) -> tuple[Choice, dict[str, Any]] | None:
+    """The proposal to answer with, without an aggregation, when the recipe asks for agreement and
+    the usable `proposals` reach it; with what the trace says of it (`early_exit`)."""
+    if recipe.agree is None or not proposals:
+        return None
+    found = agreement(proposals, parse_reader(recipe.answer), recipe.agree)
+    if found is None:
+        return None
+    chosen = proposals[found.index]
+    choice = chosen.candidate.choice if isinstance(chosen, Sample) else \
+        chosen.choice if isinstance(chosen, Candidate) else Choice(content=chosen)
+    return choice, found.trace_entry()

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from .aggregation import MODES, Answered, aggregate, fall_back, fits
+from .agreement import agreed
 from .backend import deltas_of
 from .calls import Caller
 from .errors import ContextTooLong, DeadlineExceeded, NotEnoughProposals, SelfMoAError, StreamInterrupted
@@ -28,7 +29,7 @@ from .hygiene import clean
 from .prompts import reference_messages
 from .sampling import propose
 from .seq import drawn, rechunk, rounds, rounds_needed, sampled_rounds
-from .types import Batch, Candidate, Choice, Message, Outcome, Recipe, Sample
+from .types import Batch, Candidate, Choice, Message, Outcome, Proposer, Recipe, Sample
 
 log = logging.getLogger("selfmoa")
 
@@ -131,18 +132,69 @@ async def _answer(caller: Caller, recipe: Recipe, messages: Sequence[Message], r
     for layer in range(1, recipe.layers + 1):
         prompt = messages if layer == 1 else reference_messages(messages, [s.candidate for s in last.samples],
                                                                 recipe.placement)
-        if layer == recipe.layers and recipe.sequential:
+        final = layer == recipe.layers
+        if final and recipe.sequential and recipe.first is None:  # agreement is checked before each round
             deadline = caller.deadline.share(PROPOSAL_SHARE)
             return await sampled_rounds(caller, recipe, messages, prompt, proposer_params(recipe), deadline, report,
                                         layer=layer, stream=stream)
-        deadline = caller.deadline.share(PROPOSAL_SHARE / (recipe.layers - layer + 1))
-        batch = await propose(caller, recipe.proposers, prompt, proposer_params(recipe), deadline,
-                              include_reasoning=recipe.include_reasoning, enough=recipe.min_samples,
-                              grace=recipe.grace, layer=layer)
-        report(ProposalsArrived(layer, batch))
-        _require(recipe, batch)
-        last = batch
-    return await _aggregate_once(caller, recipe, messages, last.samples, report, stream)
+        if final and recipe.first is not None:
+            last, early = await _first_then_rest(caller, recipe, prompt, report, layer)
+            if early is not None:
+                return early
+        else:
+            last = await _propose(caller, recipe, recipe.proposers, prompt, report, layer)
+        _require(recipe, last)
+    if recipe.sequential:  # `first` drew the samples: the rounds read them, agreement checked before each
+        return await rounds(caller, recipe, messages, drawn(rechunk(last.samples, recipe.window,
+                                                                    recipe.synthesis_slots)), report, stream=stream)
+    return _agreeing(recipe, last.samples) or await _aggregate_once(caller, recipe, messages, last.samples, report,
+                                                                     stream)
+
+
+async def _propose(caller: Caller, recipe: Recipe, proposers: Sequence[Proposer], prompt: Sequence[Message],
+                   report: Emit, layer: int) -> Batch:
+    """One proposal phase of `layer`, within its share of the time left."""
+    deadline = caller.deadline.share(PROPOSAL_SHARE / (recipe.layers - layer + 1))
+    batch = await propose(caller, proposers, prompt, proposer_params(recipe), deadline,
+                          include_reasoning=recipe.include_reasoning, enough=recipe.min_samples,
+                          grace=recipe.grace, layer=layer)
+    report(ProposalsArrived(layer, batch))
+    return batch
+
+
+async def _first_then_rest(caller: Caller, recipe: Recipe, prompt: Sequence[Message], report: Emit,
+                           layer: int) -> tuple[Batch, Answered | None]:
+    """`moa.first` samples first (Mixed: the first proposer's share first); the rest only if those
+    do not agree."""
+    head, rest = split_samples(recipe.proposers, recipe.first or 0)
+    batch = await _propose(caller, recipe, head, prompt, report, layer)
+    early = _agreeing(recipe, batch.samples) if len(batch.samples) >= recipe.min_samples else None
+    if early is not None or not rest:
+        return batch, early
+    batch.extend(await _propose(caller, recipe, rest, prompt, report, layer))
+    return batch, None
+
+
+def split_samples(proposers: Sequence[Proposer], first: int) -> tuple[list[Proposer], list[Proposer]]:
+    """The proposers' first `first` samples, in order, and the rest."""
+    head, rest, left = [], [], first
+    for proposer in proposers:
+        taken = min(left, proposer.samples)
+        left -= taken
+        if taken:
+            head.append(replace(proposer, samples=taken))
+        if proposer.samples > taken:
+            rest.append(replace(proposer, samples=proposer.samples - taken))
+    return head, rest
+
+
+def _agreeing(recipe: Recipe, samples: Sequence[Sample]) -> Answered | None:
+    """The answer without an aggregation, when the recipe asks for agreement and the samples agree."""
+    early = agreed(recipe, samples)
+    if early is None:
+        return None
+    log.info("selfmoa: %s of the proposals agree; no aggregation", early[1]["share"])
+    return Answered(early[0], 0, recipe.sequential, early_exit=early[1])
 
 
 async def _aggregate_once(caller: Caller, recipe: Recipe, messages: Sequence[Message], samples: list[Sample],
@@ -199,4 +251,4 @@ def _outcome(caller: Caller, answered: Answered, seen: Batch, cleaned: int) -> O
     usage, by_model = caller.spent()
     return Outcome(answer=answered.choice, usage=usage, usage_by_model=by_model, rounds=answered.rounds,
                    sequential=answered.sequential, proposals=list(seen.samples), failures=list(seen.failures),
-                   fallback=answered.fallback, cleaned=cleaned)
+                   fallback=answered.fallback, cleaned=cleaned, early_exit=answered.early_exit)

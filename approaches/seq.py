@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .aggregation import Answered, aggregate, fall_back
+from .agreement import agreed
 from .calls import Caller, Deadline
 from .errors import ContextTooLong, NotEnoughProposals, SelfMoAError, StreamInterrupted
 from .events import Emit, ProposalsArrived, RoundDone
@@ -80,6 +81,9 @@ async def rounds(
             continue
         fresh = [s.candidate for s in batch.samples]
         read += fresh
+        early = agreed(recipe, read) if len(read) >= recipe.min_samples else None
+        if early is not None:  # checked before each round: the samples so far agree
+            return Answered(early[0], done, True, early_exit=early[1])
         carried = [_carried(synthesis)] * recipe.synthesis_slots if synthesis is not None else []
         last = stream and index == len(batches) - 1
         try:

@@ -49,6 +49,9 @@ class Recipe:
     grace: float | None = None
     final_params: dict[str, Any] = field(default_factory=dict)
     shared_params: dict[str, Any] = field(default_factory=dict)
+    answer: str = "exact"  # how a proposal's final answer is read for agreement (`agreement.py`)
+    agree: float | None = None  # this share of the proposals agreeing skips the aggregation
+    first: int | None = None  # draw this many samples first; the rest only if they do not agree
 
     @property
     def total_samples(self) -> int:
@@ -175,7 +178,8 @@ class Outcome:
 
     `fallback` says why the answer is a proposal or an earlier synthesis when the aggregation gave
     nothing usable; None when the aggregator's answer stands. `cleaned` counts the pieces of our
-    own markup (fences, instruction clauses) taken out of the answer.
+    own markup (fences, instruction clauses) taken out of the answer. `early_exit` says why the
+    aggregation was skipped (`{"reason": "agree", "share": ...}`), None when it was not.
     """
 
     answer: Choice
@@ -187,6 +191,7 @@ class Outcome:
     failures: list[Failure]
     fallback: str | None = None
     cleaned: int = 0
+    early_exit: dict[str, Any] | None = None
 
     @property
     def text(self) -> str:

@@ -115,6 +115,11 @@ class WireBackend:
               timeout: float, headers: Mapping[str, str] | None) -> Any:
         return self.request({**params, "model": model, "messages": list(messages)}, timeout, headers)
 
+    def get(self, path: str, timeout: float) -> Any:
+        """A GET of another route of the same server (`/models`), as an aiohttp request context."""
+        return self.session().get(f"{self.base_url}{path}", headers=self._headers, proxy=self._proxy,
+                                  timeout=aiohttp.ClientTimeout(total=timeout), skip_auto_headers=_NO_AUTO_HEADERS)
+
     def request(self, body: Mapping[str, Any], timeout: float, headers: Mapping[str, str] | None = None) -> Any:
         """The raw POST of a chat request (an aiohttp request context): for relaying a backend's
         reply as it is, status, headers and bytes."""

@@ -96,6 +96,7 @@ def summary(recipe: Recipe, outcomes: Sequence[Outcome], raced: int = 0) -> dict
         "completion_tokens": sum(o.completion_tokens for o in outcomes),
         "runs": len(outcomes) if len(outcomes) > 1 else None,
         "fallback": True if any(o.fallback for o in outcomes) else None,
+        "exit": "agree" if any(o.early_exit for o in outcomes) else None,
         "raced": raced or None,
         "cleaned": True if any(o.cleaned for o in outcomes) else None,
     }

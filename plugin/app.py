@@ -33,6 +33,7 @@ from .host import Optillm
 from .http import json_error_for
 from .logs import use_format
 from .metrics import Metrics, worker_exited
+from .models import models
 from .operating import Operating, Operations, drain_on_signals
 from .plugins import load_plugin_files
 from .redaction import redact_logs
@@ -81,6 +82,9 @@ def create_app(options: ServeOptions, host: Optillm | None = None, telemetry: Te
     redact_logs(runtime.secrets)
     use_format(options.log_format, runtime.secrets)
     host = host or configured_host(options)
+    runtime = runtime.with_secret(str(host.settings.get("optillm_api_key") or ""))  # `--optillm-api-key`'s too
+    redact_logs(runtime.secrets)
+    use_format(options.log_format, runtime.secrets)
     optillm_app.install(host.app, runtime)
     telemetry = telemetry or Telemetry(Metrics(), Tracing.from_environment())
     operating = Operating(max_in_flight=options.max_in_flight)
@@ -103,6 +107,7 @@ def create_app(options: ServeOptions, host: Optillm | None = None, telemetry: Te
     app = Starlette(
         routes=[Route(CHAT_PATH, chat, methods=["POST"]), Route("/health", health, methods=["GET"]),
                 Route("/ready", ready, methods=["GET"]), Route("/metrics", metrics, methods=["GET"]),
+                Route("/v1/models", models, methods=["GET"]),
                 Mount("/", WSGIMiddleware(host.app))],  # type: ignore[arg-type]
         middleware=[Middleware(Operations),
                     Middleware(ClientAuth, key=str(host.settings.get("optillm_api_key") or ""))],

@@ -100,7 +100,7 @@ def _step(service: Service, body: dict[str, Any], route: Route, scope: RequestSc
           approach: str, watcher: Watcher) -> Step:
     if approach in SLUGS:
         return Ours(approach, route.model, body, service.backends(key), service.runtime, scope, watcher)
-    client = service.upstream.sync_client(key, service.host.default_client)
+    client = service.upstream.sync_client(key, service.host.litellm_client)
     return Theirs(service.host, approach, route.model, request_config(body, service.host.settings), client,
                   service.pool, watcher)
 

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
 
 from selfmoa.approaches import DEFAULT_ENDPOINT, DEFAULT_SAMPLES, VARIANTS, Hedging, Proposer, Recipe, max_calls
+from selfmoa.approaches.agreement import parse_reader
 from selfmoa.approaches.backend import cache_hints
 
 from .hedging import HedgingSettings
@@ -37,7 +38,8 @@ _RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe) if f.d
 BUILT_IN: dict[str, Any] = {
     "samples": DEFAULT_SAMPLES,
     **{key: _RECIPE_DEFAULTS[key] for key in ("temperature", "layers", "window", "synthesis_slots", "mode",
-                                              "placement", "min_samples", "timeout", "include_reasoning")},
+                                              "placement", "min_samples", "timeout", "include_reasoning",
+                                              "answer")},
     "trace": False,
 }
 
@@ -81,6 +83,9 @@ class Options(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     grace: float | None = Field(default=None, ge=0)
     include_reasoning: bool | None = None
+    answer: str | None = Field(default=None, min_length=1)  # numeric, choice, exact or re:PATTERN
+    agree: float | None = Field(default=None, gt=0, le=1)
+    first: int | None = Field(default=None, ge=1)
     trace: bool | None = None
     preset: str | None = Field(default=None, min_length=1)
 
@@ -267,10 +272,14 @@ def _recipe(
         context_budget=info.context_window - (request_max or 0) if info else None,
         timeout=s["timeout"],
         grace=s.get("grace"),
+        answer=_reader(s["answer"]),
+        agree=s.get("agree"),
+        first=s.get("first"),
         final_params=final,
         shared_params={**cache_hints(messages), **shared},  # the request's own values win
     )
     _check_caps(recipe, server.caps)
+    _check_agreement(recipe)
     return recipe
 
 
@@ -302,6 +311,22 @@ def _proposers(approach: str, model: str, s: dict[str, Any]) -> tuple[Proposer, 
             endpoint = getattr(item, "endpoint", DEFAULT_ENDPOINT)
             proposers.append(Proposer(model=item.model, samples=count, endpoint=endpoint))
     return tuple(proposers)
+
+
+def _reader(option: str) -> str:
+    """`moa.answer`, checked (a pattern that does not compile is a 400 now, not an error later)."""
+    try:
+        parse_reader(option)
+    except ValueError as error:
+        raise ConfigError("moa.answer", str(error)) from None
+    return option
+
+
+def _check_agreement(recipe: Recipe) -> None:
+    if recipe.first is not None and recipe.agree is None:
+        raise ConfigError("moa.first", "needs moa.agree: the rest of the samples are drawn only if the first disagree")
+    if recipe.first is not None and recipe.first > recipe.total_samples:
+        raise ConfigError("moa.first", f"must be at most the number of proposals ({recipe.total_samples})")
 
 
 def _check_caps(recipe: Recipe, caps: Caps) -> None:

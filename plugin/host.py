@@ -2,7 +2,8 @@
 
 selfmoa runs optillm's own server module and reaches into it for its command line and settings,
 its routing (which approach a request selects), its plugin registry, its own approaches (run with
-a client we hand them) and its Flask app (for the routes we do not answer ourselves). Those are
+a client we hand them, its LiteLLM wrapper among them) and its Flask app (for the routes we do not
+answer ourselves). Those are
 module attributes, not a public API: `Optillm.load()` checks that each one exists and stops the
 server with the optillm version it needs if not, instead of letting a request discover it.
 """
@@ -10,9 +11,9 @@ server with the optillm version it needs if not, instead of letting a request di
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import importlib.metadata
+import importlib.util
 import io
 import logging
 import re
@@ -26,9 +27,8 @@ SUPPORTED = ">=0.4.0,<0.5"
 REQUIRED = (
     "app", "server_config", "plugin_approaches", "known_approaches", "load_plugins", "parse_args",
     "parse_combined_approach", "parse_conversation", "strip_optillm_approach_tags", "execute_single_approach",
-    "tagged_conversation_to_messages", "count_reasoning_tokens", "init_cepo_config", "get_config",
+    "tagged_conversation_to_messages", "count_reasoning_tokens", "init_cepo_config",
 )
-VIEWS = ("proxy", "proxy_models")
 _SKIPPED = re.compile(r"Error loading (?:package|local) plugin (\S+?)(?:_plugin)?\.py: (.*)")
 
 log = logging.getLogger("selfmoa")
@@ -60,7 +60,8 @@ class Optillm:
         except ImportError as error:
             raise HostError(f"selfmoa: optillm is not importable ({error}); run `make setup`") from None
         missing = [name for name in REQUIRED if not hasattr(server, name)]
-        missing += [f"view {name}" for name in VIEWS if name not in getattr(server.app, "view_functions", {})]
+        if importlib.util.find_spec("optillm.litellm_wrapper") is None:
+            missing.append("litellm_wrapper")
         if missing:
             raise HostError(f"selfmoa needs optillm {SUPPORTED}; optillm {_version()} lacks {', '.join(missing)}")
         return cls(server)
@@ -85,8 +86,6 @@ class Optillm:
         level = getattr(logging, str(server.server_config.get("log", "info")).upper(), logging.INFO)
         logging.getLogger().setLevel(level)
         setattr(server, "cepo_config", server.init_cepo_config(server.server_config))  # noqa: B010  # as main() does
-        # optillm builds (and never closes) a new provider client on every request: one will do
-        setattr(server, "get_config", functools.lru_cache(maxsize=1)(server.get_config))  # noqa: B010
         if server.server_config.get("batch_mode"):
             log.warning("selfmoa: optillm's --batch-mode is not supported by selfmoa serve; requests run unbatched")
 
@@ -166,10 +165,11 @@ class Optillm:
     def reasoning_tokens(self, text: str) -> int:
         return int(self.server.count_reasoning_tokens(text))
 
-    def default_client(self) -> Any:
-        """optillm's own configured client (Azure, Cerebras, LiteLLM: the providers we do not speak
-        to over the wire ourselves)."""
-        return self.server.get_config()[0]
+    def litellm_client(self) -> Any:
+        """optillm's LiteLLM wrapper, the client its approaches get when no provider key is set."""
+        from optillm.litellm_wrapper import LiteLLMWrapper
+
+        return LiteLLMWrapper()
 
 
 class _Skipped(logging.Filter):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -43,24 +44,25 @@ _DURATIONS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 
 class Metrics:
     def __init__(self) -> None:
-        disable_created_metrics()  # no `_created` series beside every counter
-        self.registry = CollectorRegistry()  # this app's own: several apps in one process do not clash
-        own = {"registry": self.registry}
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside every counter
+        self.registry = own = CollectorRegistry()  # this app's own: several apps in one process do not clash
         self.requests = Counter("selfmoa_requests", "Chat requests, by approach and HTTP status",
-                                ["approach", "status"], **own)
+                                ["approach", "status"], registry=own)
         self.duration = Histogram("selfmoa_request_duration_seconds", "Chat request duration",
-                                  ["approach"], buckets=_DURATIONS, **own)
+                                  ["approach"], buckets=_DURATIONS, registry=own)
         self.ttft = Histogram("selfmoa_time_to_first_token_seconds", "Time to the first streamed answer token",
-                              ["approach"], buckets=_DURATIONS, **own)
+                              ["approach"], buckets=_DURATIONS, registry=own)
         self.in_flight = Gauge("selfmoa_in_flight_requests", "Chat requests in flight",
-                               multiprocess_mode="livesum", **own)
+                               multiprocess_mode="livesum", registry=own)
         self.calls = Counter("selfmoa_backend_calls", "Backend calls, by model, kind and outcome",
-                             ["model", "kind", "outcome"], **own)
+                             ["model", "kind", "outcome"], registry=own)
         self.tokens = Counter("selfmoa_tokens", "Tokens the backends reported, by model and type",
-                              ["model", "type"], **own)
-        self.fallbacks = Counter("selfmoa_fallbacks", "Answers that fell back to a proposal", ["approach"], **own)
-        self.raced = Counter("selfmoa_raced_calls", "Hedging's duplicate calls", ["model"], **own)
-        self.refused = Counter("selfmoa_refused_requests", "Requests refused with a 503", ["reason"], **own)
+                              ["model", "type"], registry=own)
+        self.fallbacks = Counter("selfmoa_fallbacks", "Answers that fell back to a proposal", ["approach"],
+                                 registry=own)
+        self.raced = Counter("selfmoa_raced_calls", "Hedging's duplicate calls", ["model"], registry=own)
+        self.refused = Counter("selfmoa_refused_requests", "Requests refused with a 503", ["reason"],
+                               registry=own)
         self._models: set[str] = set()
         self._lock = threading.Lock()
 
@@ -85,14 +87,34 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker's values where they share a directory."""
-        if os.environ.get(MULTIPROCESS_ENV):
+        directory = os.environ.get(MULTIPROCESS_ENV)
+        if directory:
+            _forget_dead_workers(directory)
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return bytes(generate_latest(registry))
         return bytes(generate_latest(self.registry))
+
+
+def _forget_dead_workers(directory: str) -> None:
+    """Workers that died without a word (uvicorn restarts them): their live gauges leave the sums."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1]) if path.stem.rsplit("_", 1)[1].isdigit() else None
+        if pid is not None and not _alive(pid):
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def worker_exited(pid: int) -> None:
     """A worker's live gauges leave the sums when it exits."""
     if os.environ.get(MULTIPROCESS_ENV):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -98,7 +98,7 @@ async def _drain_then_stop(operating: Operating, timeout: float, server: Any) ->
 def request_id_of(scope: Scope) -> str:
     for name, value in scope.get("headers") or []:
         if name == b"x-request-id":
-            taken = value.decode("latin-1")
+            taken = str(value.decode("latin-1"))
             if _REQUEST_ID.fullmatch(taken):
                 return taken
     return f"req_{secrets.token_hex(12)}"

@@ -1,15 +1,13 @@
 """optillm's own Flask app, as `selfmoa serve` mounts it for the requests it does not answer
-itself: its errors in the OpenAI shape (keys redacted), and `/v1/models` listing our approaches."""
+itself (its other routes): its errors in the OpenAI shape, keys redacted, never an HTML page."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, jsonify, request
 
-from .config import SLUGS
 from .replies import error_body, error_headers
 from .runtime import Runtime, redact
 
@@ -18,7 +16,7 @@ def install(app: Flask, runtime: Runtime) -> None:
     app.after_request(functools.partial(openai_shaped, runtime))
     for status in (404, 405):
         app.register_error_handler(status, http_error)
-    app.view_functions["proxy_models"] = with_approach_models(runtime, app.view_functions["proxy_models"])
+    app.register_error_handler(Exception, functools.partial(crashed, runtime))
 
 
 def openai_shaped(runtime: Runtime, response: Any) -> Any:
@@ -35,27 +33,18 @@ def openai_shaped(runtime: Runtime, response: Any) -> Any:
     return shaped
 
 
+def crashed(runtime: Runtime, error: Exception) -> Any:
+    """An exception in one of optillm's views: an OpenAI-shaped 502 with its message (keys
+    redacted), not Flask's HTML page."""
+    code = getattr(error, "code", None)
+    if isinstance(code, int) and code < 500:  # an HTTP error Flask raised (not found, bad request)
+        return _error(code, str(error), code=str(code))
+    return _error(502, redact(f"{type(error).__name__}: {error}", runtime.secrets))
+
+
 def http_error(error: Any) -> Any:
     return _error(error.code, f"{error.name}: {request.method} {request.path}",
                   code=error.name.lower().replace(" ", "_"))
-
-
-def with_approach_models(runtime: Runtime, view: Callable[..., Any]) -> Callable[..., Any]:
-    """`/v1/models` lists each backend model's approach names too, so model pickers offer them."""
-
-    @functools.wraps(view)
-    def listed(*args: Any, **kwargs: Any) -> Any:
-        response = current_app.make_response(view(*args, **kwargs))
-        data = response.get_json(silent=True) if response.status_code == 200 else None
-        if not runtime.config.list_approaches or not isinstance(data, dict):
-            return response
-        models = [m for m in data.get("data") or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
-        known = {m["id"] for m in models}
-        extra = [{"id": f"{slug}-{m['id']}", "object": "model", "created": m.get("created") or 0,
-                  "owned_by": "selfmoa"} for m in models for slug in SLUGS if f"{slug}-{m['id']}" not in known]
-        return jsonify({**data, "data": [*data.get("data", []), *extra]})
-
-    return listed
 
 
 def _error(status: int, message: str, *, code: str | None = None) -> Any:

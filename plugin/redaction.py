@@ -23,5 +23,6 @@ class RedactingFilter(logging.Filter):
 def redact_logs(secrets: tuple[str, ...]) -> None:
     """Every handler of the root logger (where optillm's, uvicorn's and ours end up) redacts."""
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter(secrets))
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(RedactingFilter(secrets))

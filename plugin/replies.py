@@ -101,6 +101,7 @@ def trace(slug: str, recipe: Recipe, outcome: Outcome, wall: float, secrets: Seq
         "fallback": redact(outcome.fallback, secrets) if outcome.fallback else None,
         "request_id": request_id,
         "cleaned": outcome.cleaned,
+        "early_exit": outcome.early_exit,
         "wall_s": round(wall, 3),
     }
 

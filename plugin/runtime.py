@@ -38,6 +38,12 @@ class Runtime:
         keys += [os.environ[name] for name in _ENV_SECRETS if os.environ.get(name)]
         return cls(config, BackendMemory(), tuple(k for k in keys if len(k) >= 4))
 
+    def with_secret(self, secret: str) -> Runtime:
+        """The same runtime, with one more secret to keep out of everything (if it is one)."""
+        if len(secret) < 4 or secret in self.secrets:
+            return self
+        return Runtime(self.config, self.memory, (*self.secrets, secret))
+
     def endpoints(self, session: aiohttp.ClientSession | None = None) -> dict[str, Backend]:
         """The server file's named endpoints as backends (over `session`, or their own)."""
         return {name: WireBackend(endpoint.base_url, endpoint.api_key.get_secret_value(), session=session)

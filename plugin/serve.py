@@ -15,7 +15,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
@@ -36,7 +35,7 @@ selfmoa's own options (every other option is optillm's, below):
 
 
 def parser() -> argparse.ArgumentParser:
-    ours = argparse.ArgumentParser(prog="selfmoa serve", add_help=False)
+    ours = argparse.ArgumentParser(prog="selfmoa serve", add_help=False, allow_abbrev=False)  # optillm has --log
     ours.add_argument("--moa-config")
     ours.add_argument("--workers", type=int, default=1)
     ours.add_argument("--graceful-timeout", type=float, default=30.0)
@@ -57,15 +56,15 @@ def serve(argv: list[str]) -> None:
     use_format(chosen.log_format, Runtime.load(chosen.config_path).secrets)  # from the first line on
     host = configured_host(chosen)
     owned = _metrics_directory() if chosen.workers > 1 else None
-    address = {"host": str(host.settings["host"]), "port": int(host.settings["port"])}
-    settings: dict[str, Any] = {"log_config": None, "access_log": False,
-                                "timeout_graceful_shutdown": 1}  # the drain gave the requests their time
+    where, port = str(host.settings["host"]), int(host.settings["port"])
     try:
         if chosen.workers == 1:
-            uvicorn.run(create_app(chosen, host), **address, **settings)
+            uvicorn.run(create_app(chosen, host), host=where, port=port, log_config=None, access_log=False,
+                        timeout_graceful_shutdown=1)  # the drain gave the requests their time already
         else:
             chosen.to_environment()
-            uvicorn.run("selfmoa.app:from_environment", factory=True, workers=chosen.workers, **address, **settings)
+            uvicorn.run("selfmoa.app:from_environment", factory=True, workers=chosen.workers, host=where, port=port,
+                        log_config=None, access_log=False, timeout_graceful_shutdown=1)
     finally:
         if owned:
             shutil.rmtree(owned, ignore_errors=True)

@@ -73,15 +73,18 @@ class _Watcher:
 
 
 class _CallWatch:
+    headers: Mapping[str, str]
+
     def __init__(self, request: RequestTelemetry, model: str, kind: str, raced: bool, step: int) -> None:
         self.request, self.model, self.kind = request, model, kind
-        self.headers: dict[str, str] = {"x-request-id": request.request_id}
+        headers = {"x-request-id": request.request_id}
         self.span = None
         tracing = request.telemetry.tracing
         if tracing is not None and request.span is not None:
             attributes = {"selfmoa.approach": request.approach, "selfmoa.raced": raced, "selfmoa.round": step}
             self.span, carried = tracing.call_span(request.span, model, kind, attributes)
-            self.headers.update(carried)
+            headers.update(carried)
+        self.headers = headers
 
     def end(self, outcome: str, usage: Usage | None) -> None:
         self.request.telemetry.metrics.call(self.model, self.kind, outcome, usage)

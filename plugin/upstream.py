@@ -31,7 +31,8 @@ class Upstream:
         self.key = environ.get("OPENAI_API_KEY")
         self.provider = _provider(environ)
         self.default = self._default(environ)
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._environ = environ
         self._backends: dict[str, Backend] = {}
 
     def backend(self, bearer: str | None) -> Backend:
@@ -40,21 +41,30 @@ class Upstream:
             return self._keyed(bearer or "")
         return self.default
 
-    def sync_client(self, bearer: str | None, fallback: Callable[[], Any]) -> Any:
-        """A synchronous client for optillm's own approaches, which call the SDK themselves:
-        one per key, reused (`fallback()` for the providers optillm builds itself)."""
-        if self._passes_through(bearer):
-            return self._client(bearer or "")
-        if self.provider == "openai":
-            return self._client(self.key or "")
-        return fallback()
+    def sync_client(self, bearer: str | None, litellm: Callable[[], Any]) -> Any:
+        """A synchronous client for optillm's own approaches, which call the SDK themselves, as
+        optillm would build it (`litellm()`: optillm's LiteLLM wrapper): one per key, reused."""
+        key = (bearer or "") if self._passes_through(bearer) else self.key or ""
+        provider = "openai" if self._passes_through(bearer) else self.provider
+        if (provider, key) not in self._clients:
+            self._clients[(provider, key)] = self._sync(provider, key, litellm)
+        return self._clients[(provider, key)]
 
-    def _client(self, key: str) -> Any:
-        if key not in self._clients:
-            import openai
+    def _sync(self, provider: str, key: str, litellm: Callable[[], Any]) -> Any:
+        import openai
 
-            self._clients[key] = openai.OpenAI(api_key=key, base_url=self.base_url)
-        return self._clients[key]
+        if provider == "openai":
+            return openai.OpenAI(api_key=key, base_url=self.base_url)
+        if provider == "azure":
+            return openai.AzureOpenAI(api_key=self._environ["AZURE_OPENAI_API_KEY"],
+                                      api_version=self._environ.get("AZURE_API_VERSION"),
+                                      azure_endpoint=self._environ.get("AZURE_API_BASE", ""))
+        if provider == "cerebras":
+            from cerebras.cloud.sdk import Cerebras
+
+            base_url = self.base_url if self.base_url != OPENAI_BASE_URL else None
+            return Cerebras(api_key=self._environ["CEREBRAS_API_KEY"], base_url=base_url)
+        return litellm()
 
     def _keyed(self, key: str) -> Backend:
         """The backend for a client's own key, made once per key (at most `_KEYS` remembered)."""

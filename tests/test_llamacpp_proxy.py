@@ -13,6 +13,7 @@ or its answer; none depends on timing. Skipped without ``requirements/llamacpp.t
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,7 +88,9 @@ def ask(proxy: Proxy, client: openai.OpenAI, model: str, messages: list[dict[str
     before_log = len(proxy.log())
     before = len(summaries(proxy))
     response = client.chat.completions.create(model=model, messages=messages, **fields)
-    after = summaries(proxy)
+    deadline = time.monotonic() + 10  # a request's line follows its reply
+    while len(after := summaries(proxy)) < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(after) == before + 1, proxy.log()[before_log:]
     return response, after[-1], proxy.log()[before_log:]
 

@@ -131,7 +131,7 @@ def test_streaming_a_moa_answer(client: openai.OpenAI, simlog: SimLog) -> None:
 def test_one_log_line_per_request_and_no_key_in_logs(proxy: Proxy, client: openai.OpenAI) -> None:
     before = proxy.log().count("selfmoa approach=self_moa ")
     client.chat.completions.create(model="self_moa-sim-strong", messages=ASK)
-    log = proxy.log()
+    log = proxy.log_once("selfmoa approach=self_moa ", before + 1)
     assert log.count("selfmoa approach=self_moa ") == before + 1
     line = log.rsplit("selfmoa approach=self_moa ", 1)[1].splitlines()[0]
     for field in ("proposers=sim-strongx6", "samples_ok=6", "samples_failed=0", "rounds=1", "calls=2", "wall="):

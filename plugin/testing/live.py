@@ -67,6 +67,13 @@ class Proxy:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def log_once(self, text: str, times: int = 1, timeout: float = 10) -> str:
+        """The log, once `text` is in it `times` times (a request's line follows its reply)."""
+        deadline = time.monotonic() + timeout
+        while (log := self.log()).count(text) < times and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return log
+
     def alive(self) -> bool:
         return self.process.poll() is None and httpx.get(f"{self.url}/health", timeout=5).status_code == 200
 
