@@ -98,9 +98,22 @@ def task_answer(task: Task, accuracy: float, rng: random.Random) -> str:
     return task.answer if rng.random() < accuracy else wrong_answer(task, rng)
 
 
-def task_reply(task: Task, accuracy: float, rng: random.Random) -> str:
-    """A proposal for a bundled task: correct with probability `accuracy`."""
-    answer = task_answer(task, accuracy, rng)
+def settled_answer(task: Task, model: ModelProfile, mind: str, rng: random.Random) -> str | None:
+    """The model's settled answer to `task` for this sample, or None to draw one afresh.
+
+    With probability `consistency` a sample repeats the answer the model settled on for the task (one
+    per model, task and seed, itself right with probability `accuracy`), as a real model's mistakes
+    repeat across samples of one question; so each sample stays right with probability `accuracy`,
+    but samples of a task agree more often. At 0 no draw is made: outputs are as before the field.
+    """
+    if model.consistency <= 0 or rng.random() >= model.consistency:
+        return None
+    return task_answer(task, model.accuracy_for(task.task_set), draw("settled", mind, task.id))
+
+
+def task_reply(task: Task, accuracy: float, rng: random.Random, answer: str | None = None) -> str:
+    """A proposal for a bundled task: `answer` if given, else correct with probability `accuracy`."""
+    answer = task_answer(task, accuracy, rng) if answer is None else answer
     if task.kind == "choice":
         working = _working(_CHOICE_WORKING, rng, ans=answer)
     else:
@@ -134,14 +147,16 @@ def tool_result_reply(messages: Sequence[Mapping[str, Any]], model: ModelProfile
     return f"Using the tool result: {quoted}\nAnswer: {answer}"
 
 
-def proposal(messages: Sequence[Mapping[str, Any]], model: ModelProfile, rng: random.Random) -> str:
+def proposal(messages: Sequence[Mapping[str, Any]], model: ModelProfile, rng: random.Random, mind: str = "") -> str:
+    """A first answer to the prompt; `mind` names the model and seed whose settled answers it keeps."""
     if messages and messages[-1].get("role") == "tool":
         return tool_result_reply(messages, model, rng)
     question = last_user_text(messages)
     task = find_task(question)
     if task is None:
         return generic_reply(question, rng)
-    return task_reply(task, model.accuracy_for(task.task_set), rng)
+    settled = settled_answer(task, model, mind, rng)
+    return task_reply(task, model.accuracy_for(task.task_set), rng, settled)
 
 
 # --- aggregation -----------------------------------------------------------------------------
@@ -180,7 +195,8 @@ def selection(candidates: Sequence[str], skill: float, rng: random.Random) -> st
     return f"<best>{index + 1}</best>"
 
 
-def reply(messages: Sequence[Mapping[str, Any]], reading: Reading, model: ModelProfile, rng: random.Random) -> str:
+def reply(messages: Sequence[Mapping[str, Any]], reading: Reading, model: ModelProfile, rng: random.Random,
+          mind: str = "") -> str:
     """The model's visible answer to a prompt, by what the prompt asks."""
     if reading.kind == "judge":
         return judge.verdict(prompt_text(messages), model.judge_skill, rng)
@@ -188,7 +204,7 @@ def reply(messages: Sequence[Mapping[str, Any]], reading: Reading, model: ModelP
         return selection(reading.candidates, model.aggregator_skill, rng)
     if reading.kind == "aggregate":
         return synthesis(reading.candidates, model.aggregator_skill, rng)
-    return proposal(messages, model, rng)
+    return proposal(messages, model, rng, mind)
 
 
 def reasoning_text(messages: Sequence[Mapping[str, Any]], rng: random.Random) -> str:

@@ -55,6 +55,8 @@ class Shaping:
     """`truncated`, `empty` or None."""
     leak: leaks.LeakKind | None
     leak_rng: random.Random
+    mind: str = ""
+    """Which model and seed the reply's settled answers belong to (see `behaviour.settled_answer`)."""
 
 
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL)
@@ -83,7 +85,8 @@ def _shaping(state: SimState, model: ModelProfile, req: ChatRequest, reading: Re
     """The per-choice draws, from their own generators: the model's reply stays the same with or without them."""
     leak_rng = behaviour.draw(state.profile.seed, state.seed, "leak", req.model, seq, index)
     leak = leaks.draw_leak(model.leak_rate, model.leak_kinds, leak_rng) if reading.candidates else None
-    return Shaping(req.output_format, content_fault(state, req.model, model, seq, index), leak, leak_rng)
+    return Shaping(req.output_format, content_fault(state, req.model, model, seq, index), leak, leak_rng,
+                   mind=f"{state.profile.seed}:{state.seed}:{req.model}")
 
 
 def _call_choice(calls: list[tools.ToolCall], messages: list[dict[str, Any]], model: ModelProfile,
@@ -119,7 +122,7 @@ def make_choice(messages: list[dict[str, Any]], reading: Reading, model: ModelPr
     calls = tools.plan(messages, reading, req.tool_request)
     if calls:
         return _call_choice(calls, messages, model, rng)
-    text = behaviour.reply(messages, reading, model, rng)
+    text = behaviour.reply(messages, reading, model, rng, mind=shaping.mind)
     reasoning = behaviour.reasoning_text(messages, rng) if model.reasoning != "none" else None
     text, reasoning, leak = _written(text, reasoning, model, reading, shaping)
     finish = "stop"

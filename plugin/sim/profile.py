@@ -32,6 +32,10 @@ class ModelProfile(BaseModel):
 
     accuracy: Probability | dict[str, Probability] = DEFAULT_ACCURACY
     """P(correct) on bundled tasks: one number, or task-set name -> number ("default" key allowed)."""
+    consistency: Probability = 0.0
+    """P(a sample of a bundled task repeats the model's settled answer to it, one per model, task and
+    seed and itself right with P `accuracy`, instead of a fresh draw): samples of one question agree
+    more often, as real models' do, and each stays right with P `accuracy`. 0: independent samples."""
     aggregator_skill: Probability = 0.8
     """P(an aggregation picks the candidates' majority answer rather than a random candidate's)."""
     judge_skill: Probability = 0.9

@@ -174,6 +174,37 @@ def test_wrong_answers_are_plausible(client: openai.OpenAI) -> None:
     assert len(letters) > 1 and letters <= set(CHOICE[0].options)
 
 
+def _agreement_and_accuracy(client: openai.OpenAI, model: str, tasks: list, n: int) -> tuple[float, float]:
+    """Share of tasks whose n samples all give one answer, and the share of samples that are right."""
+    unanimous = right = 0
+    for task in tasks:
+        answers = [extract_answer(c.message.content) for c in ask(client, model, task.question, n=n).choices]
+        unanimous += len(set(answers)) == 1
+        right += sum(a == task.answer for a in answers)
+    return unanimous / len(tasks), right / (len(tasks) * n)
+
+
+def test_consistency_makes_samples_of_a_task_agree_at_the_same_accuracy(sim: BackgroundSim,
+                                                                          client: openai.OpenAI) -> None:
+    patch(sim, **{"sim-independent": {"accuracy": 0.6}, "sim-consistent": {"accuracy": 0.6, "consistency": 0.9}})
+    tasks = ARITH[:40]
+    independent = _agreement_and_accuracy(client, "sim-independent", tasks, 4)
+    consistent = _agreement_and_accuracy(client, "sim-consistent", tasks, 4)
+    # 4 independent samples at 0.6 agree on ~0.6^4 = 13% of tasks (plus the rare wrong-answer match);
+    # at 0.9, all 4 repeat the settled answer on 0.9^4 = 66% of tasks
+    assert independent[0] < 0.35 and consistent[0] > 0.45, (independent, consistent)
+    for agreement, accuracy in (independent, consistent):
+        assert 0.4 <= accuracy <= 0.8, (agreement, accuracy)  # profile 0.6, 160 samples; settled answers too
+    # the settled answer is the model's own: another model (or seed) settles independently
+    patch(sim, **{"sim-consistent-2": {"accuracy": 0.6, "consistency": 1.0}})
+    first = [extract_answer(ask(client, "sim-consistent", t.question, temperature=1).choices[0].message.content)
+             for t in tasks]
+    second = [extract_answer(ask(client, "sim-consistent-2", t.question).choices[0].message.content) for t in tasks]
+    assert first != second
+    with pytest.raises(AssertionError, match="consistency"):
+        patch(sim, **{"sim-consistent": {"consistency": 1.5}})
+
+
 # --- aggregation -----------------------------------------------------------------------------
 
 CANDIDATES = [Candidate(text=t, choice=Choice(content=t))
