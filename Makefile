@@ -36,6 +36,7 @@ bench: setup
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/placement.py
 	$(PY) benchmarks/quality.py
+	$(PY) benchmarks/agree.py
 
 reliability: setup
 	$(PY) benchmarks/reliability.py
