@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from .backend import Chunk, Chunks, Completion
 from .calls import Caller, Deadline, Flight
 from .errors import BackendError, DeadlineExceeded, TransientError
+from .tasks import cancel_and_wait
 from .types import Message
 
 log = logging.getLogger("selfmoa")
@@ -181,14 +182,14 @@ class _Race:
 
     async def _settle(self, winner: asyncio.Task[Any] | None) -> None:
         """Cancel every other attempt; close the results nobody will read."""
-        for task in self.running:
-            task.cancel()
-        if self.running:
-            done, _ = await asyncio.wait(self.running)
-            self.ended.extend(done)
-        for task in self.ended:
-            if task is not winner and not task.cancelled() and task.exception() is None and self.discard:
-                await self.discard(task.result())
+        try:
+            await cancel_and_wait(self.running)
+        finally:
+            self.ended.extend(self.running)
+            self.running.clear()
+            for task in self.ended:
+                if task is not winner and not task.cancelled() and task.exception() is None and self.discard:
+                    await self.discard(task.result())
 
 
 def _final(error: BaseException | None) -> bool:

@@ -29,6 +29,7 @@ from .hygiene import clean
 from .prompts import reference_messages
 from .sampling import propose
 from .seq import drawn, rechunk, rounds, rounds_needed, sampled_rounds
+from .tasks import cancel_and_wait
 from .types import Batch, Candidate, Choice, Message, Outcome, Proposer, Recipe, Sample
 
 log = logging.getLogger("selfmoa")
@@ -113,8 +114,7 @@ async def moa_events(recipe: Recipe, messages: Sequence[Message], caller: Caller
             yield event
         task.result()  # the run's error, if it failed
     finally:
-        task.cancel()
-        await asyncio.wait({task})
+        await cancel_and_wait([task])
 
 
 def _without_markup(choice: Choice) -> tuple[Choice, int]:

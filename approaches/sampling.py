@@ -29,6 +29,7 @@ from .calls import Caller, Deadline
 from .errors import BackendError, DeadlineExceeded, ParameterRefused, SelfMoAError, TransientError
 from .hedging import hedged_complete
 from .prompts import candidate_of
+from .tasks import cancel_and_wait
 from .types import Batch, Failure, Message, Proposer, Sample
 
 log = logging.getLogger("selfmoa")
@@ -92,13 +93,7 @@ class Harvest:
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         trace: TracebackType | None) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
-        for task in self._tasks:  # read, so that a failure of a window nobody read is not reported as lost
-            if not task.cancelled():
-                task.exception()
+        await cancel_and_wait(self._tasks)  # a failure of a window nobody read is read there, not lost
 
     def expect(self, group: Group, model: str, count: int) -> int:
         group.expected.append((model, count))

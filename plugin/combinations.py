@@ -11,7 +11,6 @@ user turn being that answer; optillm's approaches flattened, as optillm gives it
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from selfmoa.approaches import Backend, Choice, Deadline, Usage
+from selfmoa.approaches.tasks import all_or_none
 from selfmoa.approaches.watch import Watcher
 
 from .answering import PublicError, answer, prepare
@@ -83,7 +83,7 @@ async def combined(request: Request, service: Service, body: dict[str, Any], rou
     deadline = scope.deadline(request_timeout(service.runtime.config))
     runs = [_run(route.operation, steps, messages, deadline) for _ in range(int(body.get("n") or 1))]
     try:
-        answers = await unless_disconnected(request.receive, _together(runs))
+        answers = await unless_disconnected(request.receive, all_or_none(runs))
     except PublicError as error:
         return error_from(error)
     reply = Reply(body.get("model") or route.model)
@@ -108,25 +108,13 @@ def _step(service: Service, body: dict[str, Any], route: Route, scope: RequestSc
 async def _run(operation: str, steps: Sequence[Step], messages: list[dict[str, Any]],
                deadline: Deadline) -> list[Answer]:
     if operation == "OR":
-        return list(await _together([step.answer(messages, deadline=deadline) for step in steps]))
+        return list(await all_or_none([step.answer(messages, deadline=deadline) for step in steps]))
     choice, total = await steps[0].answer(messages, deadline=deadline)
     spent = replace(total)
     for step in steps[1:]:  # AND: each next step answers the previous step's answer
         choice, usage = await step.answer(messages, choice.content, deadline=deadline)
         spent.add(usage)
     return [(choice, spent)]
-
-
-async def _together(work: Sequence[Any]) -> list[Any]:
-    """Every result, concurrently; when one fails, the others are cancelled at once."""
-    tasks = [asyncio.ensure_future(w) for w in work]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
 
 
 def completion(reply: Reply, answered: Sequence[Answer]) -> dict[str, Any]:

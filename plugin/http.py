@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive
 
 from selfmoa.approaches import SelfMoAError
+from selfmoa.approaches.tasks import cancel_and_wait
 
 from .replies import error_body, error_headers
 
@@ -41,11 +42,7 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        running = {pending for pending in (task, watch) if not pending.done()}
-        for pending in running:
-            pending.cancel()
-        if running:
-            await asyncio.wait(running)
+        await cancel_and_wait([pending for pending in (task, watch) if not pending.done()])
     if not task.cancelled():
         return task.result()
     raise ClientGone()

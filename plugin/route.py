@@ -7,7 +7,6 @@ combinations are run as optillm runs them, with their cost metered (`combination
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from selfmoa.approaches import Outcome
+from selfmoa.approaches.tasks import all_or_none
 
 from .answering import Job, PublicError, answer, prepare, summary
 from .combinations import combined
@@ -109,20 +109,6 @@ def report(telemetry: RequestTelemetry, jobs: Sequence[Job], outcomes: Sequence[
     telemetry.summary = summary(jobs[0].recipe, outcomes, sum(job.caller.raced for job in jobs))
     if any(o.fallback for o in outcomes):
         telemetry.fell_back()
-
-
-async def all_or_none(work: Any) -> list[Any]:
-    """Every result, concurrently; when one fails, the others are cancelled at once."""
-    work = list(work)
-    if len(work) == 1:
-        return [await work[0]]
-    tasks = [asyncio.ensure_future(w) for w in work]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks)
 
 
 async def start_stream(request: Request, reply: Reply, jobs: Sequence[Job], scope: RequestScope,

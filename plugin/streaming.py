@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from selfmoa.approaches import AnswerDelta, Done, Event, Outcome, SelfMoAError
+from selfmoa.approaches.tasks import cancel_and_wait
 
 from .answering import Job, PublicError, answer
 from .http import ClientGone, unless_disconnected
@@ -49,9 +50,7 @@ class Runs:
                 yield index, item
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.wait(self.tasks)
+        await cancel_and_wait(self.tasks)
 
 
 async def head_of(runs: Runs) -> tuple[list[tuple[int, Event]], AsyncIterator[tuple[int, Event]]]:
