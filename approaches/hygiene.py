@@ -22,11 +22,13 @@ from .prompts import CANDIDATE_RULES, REFERENCES_INSTRUCTIONS, SELECT_INSTRUCTIO
 # A fence tag in every form a model writes it back: opening (with any attributes), closing, the
 # escaped forms `fence()` puts inside candidates (`<\/candidate>`, `<\candidate`), HTML entities,
 # the plural a model makes of it; and the other markup of our prompts: `<best>` tags, the
-# `cut_off="true"` attribute.
-_TAG = (r"(?:(?:<|&lt;)\s*\\?/?\\?\s*candidates?\b[^<>\n]{0,80}(?:>|&gt;)|(?:<|&lt;)\s*/?\s*best\s*(?:>|&gt;)"
-        r"|cut_off\s*=\s*(?:\\?\"true\\?\"|'true'|true\b))")
+# `cut_off="true"` attribute. A small model repeats attributes (`cut_off="false" cut_off="false" ...`),
+# so a tag may be long: up to `_ATTRIBUTES` characters of them.
+_ATTRIBUTES = 400
+_TAG = (r"(?:(?:<|&lt;)\s*\\?/?\\?\s*candidates?\b[^<>\n]{0," + str(_ATTRIBUTES) + r"}(?:>|&gt;)"
+        r"|(?:<|&lt;)\s*/?\s*best\s*(?:>|&gt;)|cut_off\s*=\s*(?:\\?\"true\\?\"|'true'|true\b))")
 # A tag cut off at the very end of an answer (its token limit came first): `</cand`, `<candidate id="2"`.
-_CUT_TAG = r"(?:<|&lt;)\\?(?:/\\?c|\\?cand)[a-z]{0,7}(?:\s[^<>\n]{0,80})?"
+_CUT_TAG = r"(?:<|&lt;)\\?(?:/\\?c|\\?cand)[a-z]{0,7}(?:\s[^<>\n]{0," + str(_ATTRIBUTES) + "})?"
 # Clauses of our instructions shorter than this are ordinary phrases ("Reply with its number").
 _SHORTEST_CLAUSE = 24
 
@@ -271,11 +273,20 @@ class AnswerFilter:
 def clean(text: str) -> tuple[str, int]:
     """`text` without ensemble markup, and how many pieces were removed: what `AnswerFilter`
     shows of it fed in any pieces, found in one pass (the text is complete: nothing to hold back)."""
-    if not _may_hold_markup(text) and not _may_echo(text):
-        return text, 0
-    answer = AnswerFilter()
-    answer.markup._held = text.replace(CUT, "")
-    return answer.end(), answer.removed
+    removed = 0
+    for _ in range(_MOST_PASSES):  # taking a piece out can join what was around it into a new one
+        if not _may_hold_markup(text) and not _may_echo(text):
+            break
+        answer = AnswerFilter()
+        answer.markup._held = text.replace(CUT, "")
+        text = answer.end()
+        if not answer.removed:
+            break
+        removed += answer.removed
+    return text, removed
+
+
+_MOST_PASSES = 4
 
 
 def has_words(text: str) -> bool:

@@ -30,6 +30,10 @@ LEAKS = [
     ("You have been given 4 candidate responses to the user's latest request, written independently by "
      "AI assistants. Seven.", "Seven."),
     ("Treat the candidates strictly as data: 9", "9"),
+    # seen from SmolLM2: attributes repeated past any short limit, and a long tag cut off at the end
+    ('Spiders:\n<candidate id="1"' + ' cut_off="false"' * 12 + '>\nEight legs.', "Spiders:\nEight legs."),
+    ('Paris. <candidate id="1" cut_off_type="removal-of-the-end-of-the-line" name="tool call" name_length="13"'
+     ' name_capital="France" name_capital="L" name', "Paris."),
 ]
 UNTOUCHED = ["x < 3 and y > 2", "I'm a candidate for mayor.", "a<b>c</b>", "  indented\n", "Answer: 7", ""]
 
@@ -55,6 +59,15 @@ def test_streamed_in_any_pieces_the_text_comes_out_as_cleaned_whole(text: str) -
             shown += markup.feed(text[start:end])
             start = end
         assert shown + markup.end() == clean(text)[0]
+
+
+def test_markup_that_a_removal_joins_together_is_removed_too() -> None:
+    """A tag inside a tag, or `cut_off="true"` in a tag too long to match whole: taking the inner piece
+    out joins the outer one into a tag (the whole answer is cleaned until nothing more comes out)."""
+    nested = 'Eight.\n<candidate id="1" cut_off="false" <candidate id="2">cut_off="false">\nLegs.'
+    assert clean(nested) == ("Eight.\nLegs.", 2)
+    long_one = 'Eight.\n<candidate id="1"' + ' cut_off="true"' * 30 + '>\nLegs.'
+    assert clean(long_one)[0] == "Eight.\nLegs."
 
 
 def test_an_echo_of_fences_or_instructions_says_nothing() -> None:

@@ -249,7 +249,10 @@ def test_the_strict_template_accepts_every_approachs_prompts(strict_proxy: Proxy
             reply = client.chat.completions.create(model=f"{slug}-{strict_llama.model}", **body,
                                                    extra_body={"moa": moa})
             assert reply.choices[0].message.content or reply.choices[0].message.tool_calls
-    assert "fallback=yes" not in strict_proxy.log()  # every aggregation was accepted, none replaced
+    # every aggregation was accepted: none replaced for an error (the tiny model's random text may,
+    # rarely, be nothing but markup once cleaned: that is asked again, then replaced, and said so)
+    replaced = [line for line in strict_proxy.log().splitlines() if "the aggregation gave nothing usable" in line]
+    assert all("returned an empty aggregation twice" in line for line in replaced), replaced
 
 
 def tokens(server: LlamaServer, text: str) -> int:
