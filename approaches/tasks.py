@@ -16,11 +16,15 @@ T = TypeVar("T")
 
 
 async def cancel_and_wait(tasks: Collection[asyncio.Future[Any]]) -> None:
-    """Cancel `tasks` and return once all have ended; a cancellation meanwhile is re-raised then."""
-    for task in tasks:
-        task.cancel()
+    """Cancel `tasks` and return once all have ended; a cancellation meanwhile is re-raised then.
+    `tasks` may be an owner's live set: a task added to it while waiting is cancelled too."""
+    asked: set[asyncio.Future[Any]] = set()  # cancelled once each
     interrupted: asyncio.CancelledError | None = None
     while pending := [task for task in tasks if not task.done()]:
+        for task in pending:  # a live collection may have grown meanwhile: its new tasks go too
+            if task not in asked:
+                task.cancel()
+                asked.add(task)
         try:
             await asyncio.wait(pending)
         except asyncio.CancelledError as cancelled:  # the owner is let go too: after its tasks

@@ -36,8 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,7 @@ from typing import Any
 import httpx
 from scipy.stats import binomtest
 
-from selfmoa.ab.proxy import local_proxy
-from selfmoa.sim import BackgroundSim
+from selfmoa.demo import running_stack
 from selfmoa.testing.live import CLIENT_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,24 +167,15 @@ def strong_goal(row: Comparison) -> str:
                                                                              if missed else "")
 
 
-@contextmanager
-def sim_stack(seed: int, time_scale: float, folder: Path) -> Iterator[tuple[str, str]]:
-    """A simulator with `seed` and `selfmoa serve` in front of it: (the proxy's /v1 URL, the sim's root)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTILLM_", "SELFMOA_"))}
-    with BackgroundSim(seed=seed, time_scale=time_scale) as sim, \
-            local_proxy(sim.base_url, folder / f"proxy-{seed}.log", {**env, "OPENAI_API_KEY": "sk-sim"}) as url:
-        yield f"{url}/v1", sim.root_url
-
-
 def sim_comparison(model: str, consistency: float, args: argparse.Namespace, folder: Path) -> Comparison:
     """Both arms on the bundled arithmetic set, one simulator per seed, pooled."""
     arms = {FIXED: Arm(FIXED), EARLY: Arm(EARLY)}
     for seed in range(args.seeds):
         out = folder / f"{model}-c{consistency}-s{seed}"
-        with sim_stack(seed, args.time_scale, folder) as (url, sim_root):
-            httpx.post(f"{sim_root}/sim/profile", json={"models": {model: {"consistency": consistency}}},
+        with running_stack(args.time_scale, seed=seed) as stack:
+            httpx.post(f"{stack.sim_url}/sim/profile", json={"models": {model: {"consistency": consistency}}},
                        timeout=10).raise_for_status()
-            run_ab(ab_command(url, f"{model}", "arithmetic", out, moa_options(6, 3), args, args.limit))
+            run_ab(ab_command(f"{stack.proxy_url}/v1", model, "arithmetic", out, moa_options(6, 3), args, args.limit))
         read_rows(out, arms, prefix=f"s{seed}:")
     return compare("sim", model, consistency, arms)
 

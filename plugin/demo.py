@@ -67,15 +67,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def running_stack(time_scale: float) -> Iterator[Stack]:
-    """The simulator (in this process) and `selfmoa serve` in front of it, warmed up.
+def running_stack(time_scale: float, seed: int = 0) -> Iterator[Stack]:
+    """The simulator (in this process, its draws seeded by `seed`) and `selfmoa serve` in front of it, warmed up.
 
     Meanwhile SIGTERM unwinds like Ctrl-C, so the `finally` blocks still stop what was started.
     """
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with tempfile.TemporaryDirectory(prefix="selfmoa-demo-") as folder, \
-                BackgroundSim(time_scale=time_scale) as sim, \
+                BackgroundSim(seed=seed, time_scale=time_scale) as sim, \
                 local_proxy(sim.base_url, Path(folder) / "proxy.log", _proxy_env()) as url, \
                 openai.OpenAI(base_url=f"{url}/v1", api_key="sk-demo-not-a-real-key", max_retries=0, timeout=120,
                               http_client=openai.DefaultHttpxClient(trust_env=False, timeout=120)) as client:

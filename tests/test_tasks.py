@@ -69,6 +69,28 @@ def test_a_task_that_fails_while_stopping_has_its_failure_read() -> None:
     assert _lost_failures(scenario) == []
 
 
+def test_a_task_added_to_the_owners_set_while_it_lets_go_is_cancelled_too() -> None:
+    async def scenario() -> None:
+        owned: set[asyncio.Task[None]] = set()
+        late: list[asyncio.Task[None]] = []
+
+        async def spawns_while_stopping() -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                task = asyncio.ensure_future(asyncio.sleep(10))  # e.g. a fan-out that was under way
+                owned.add(task)
+                late.append(task)
+                raise
+
+        owned.add(asyncio.ensure_future(spawns_while_stopping()))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(cancel_and_wait(owned), 5)  # without its cancel, the late task takes 10 s
+        assert late and late[0].cancelled()
+
+    assert _lost_failures(scenario) == []
+
+
 def test_all_or_none_cancels_the_others_when_one_fails() -> None:
     stopped: list[str] = []
 
